@@ -1,0 +1,1 @@
+"""Data: tokenizer, text sources, packing, objectives (MLM, causal LM, span corruption), batching."""

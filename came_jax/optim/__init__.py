@@ -1,0 +1,1 @@
+"""Optimizers: CAME and the registry that builds any optimizer from a config."""

@@ -1,0 +1,1 @@
+"""The time-bounded training loop shared by all models."""
