@@ -1,0 +1,372 @@
+"""CAME: Confidence-guided Adaptive Memory Efficient optimization, as an optax transformation.
+
+CAME is Adafactor's factored second moment plus a *confidence* correction. For a gradient ``g`` of a matrix
+parameter (rank >= 2 tensors are factored over two axes; leading axes are batch axes), with ``β1, β2, β3``:
+
+.. math::
+
+  G_t &= g_t^2 + ε_1,\\quad r_t = β_2 r_{t-1} + (1-β_2)\\,\\mathrm{mean}_{cols}(G_t),\\quad
+  c_t = β_2 c_{t-1} + (1-β_2)\\,\\mathrm{mean}_{rows}(G_t)\\\\
+  u_t &= g_t \\,/\\, \\sqrt{(r_t / \\mathrm{mean}(r_t)) \\otimes c_t},\\qquad
+  \\hat u_t = u_t / \\max(1, \\mathrm{RMS}(u_t) / d)\\\\
+  m_t &= β_1 m_{t-1} + (1-β_1) \\hat u_t\\\\
+  U_t &= (\\hat u_t - m_t)^2 + ε_2,\\quad R_t = β_3 R_{t-1} + (1-β_3)\\,\\mathrm{mean}_{cols}(U_t),\\quad
+  C_t = β_3 C_{t-1} + (1-β_3)\\,\\mathrm{mean}_{rows}(U_t)\\\\
+  s_t &= m_t \\,/\\, \\sqrt{(R_t / \\mathrm{mean}(R_t)) \\otimes C_t}
+
+Tensors of rank 0 and 1 (and, under the ``"largest_two"`` policy, tensors too small to factor) keep a full second
+moment ``v_t = β_2 v_{t-1} + (1-β_2) G_t`` and take the momentum itself as their step: they get no confidence
+correction. There is no bias correction. :func:`came` then applies decoupled weight decay and the learning rate:
+``p ← p − lr·wd·p − lr·s``. This is Algorithm 2 of the paper, and the defaults reproduce the official PyTorch
+implementation (``came-pytorch`` 0.1.3) to float32 rounding.
+
+Statistics are always fp32 (gradients are upcast); the updates come back in each gradient's dtype. The momentum may
+be stored in bf16 or as block-wise 8-bit codes (:mod:`came_jax.optim.quantization`) to halve or quarter the state.
+
+References:
+  Luo et al, `CAME: Confidence-guided Adaptive Memory Efficient Optimization
+  <https://arxiv.org/abs/2307.02047>`_, ACL 2023.
+  Shazeer & Stern, `Adafactor: Adaptive Learning Rates with Sublinear Memory Cost
+  <https://arxiv.org/abs/1804.04235>`_, 2018.
+"""
+
+import dataclasses
+from typing import Any, Callable, Literal, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from came_jax.optim import quantization
+
+FactoringPolicy = Literal["last_two", "largest_two"]
+MomentumDtype = Literal["float32", "bfloat16", "int8"]
+
+
+class ScaleByCameState(NamedTuple):
+  """State of :func:`scale_by_came`. Each field but ``count`` is a tree shaped like the params.
+
+  Unused statistics (the factored ones of an unfactored leaf and vice versa) are ``(1,)``-shaped placeholders.
+
+  Attributes:
+    count: int32 number of updates taken.
+    mu: first moment (fp32, bf16, or :class:`~came_jax.optim.quantization.QuantizedArray`).
+    v_row: factored second moment, mean over the column axis; shape without the column axis.
+    v_col: factored second moment, mean over the row axis; shape without the row axis.
+    v: full second moment of unfactored leaves.
+    r_row: factored instability ("residual"), mean over the column axis.
+    r_col: factored instability, mean over the row axis.
+  """
+
+  count: jax.Array
+  mu: optax.Updates
+  v_row: optax.Updates
+  v_col: optax.Updates
+  v: optax.Updates
+  r_row: optax.Updates
+  r_col: optax.Updates
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """How one leaf is treated: its factored axes (row, col) or None, and whether its momentum is 8-bit."""
+
+  axes: Optional[tuple[int, int]]
+  quantized: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class _LeafUpdate:
+  """Several outputs of the per-leaf update; jax.tree.map does not descend into it."""
+
+  step: jax.Array
+  mu: Any
+  v_row: jax.Array
+  v_col: jax.Array
+  v: jax.Array
+  r_row: jax.Array
+  r_col: jax.Array
+
+
+def _check_hyperparameter(name: str, value: Any, ok: Callable[[float], bool], requirement: str) -> None:
+  # Only concrete Python numbers are checked: under `optax.inject_hyperparams` the values are arrays or tracers.
+  if isinstance(value, (int, float)) and not isinstance(value, bool) and not ok(float(value)):
+    raise ValueError(f"CAME: `{name}` must be {requirement}, got {value!r}")
+
+
+def _factored_axes(
+    shape: tuple[int, ...], policy: FactoringPolicy, min_dim_size_to_factor: int
+) -> Optional[tuple[int, int]]:
+  """The (row, col) axes a leaf's second moment is factored over, or None to keep it full."""
+  if len(shape) < 2:
+    return None
+  if policy == "last_two":
+    return len(shape) - 2, len(shape) - 1
+  # optax/t5x style: the two largest axes, if the smaller of them is large enough.
+  second, first = sorted(range(len(shape)), key=lambda i: (shape[i], i))[-2:]
+  if shape[second] < min_dim_size_to_factor:
+    return None
+  return min(first, second), max(first, second)
+
+
+def _mean_preserving_rsqrt(row: jax.Array, row_axis: int) -> jax.Array:
+  """rsqrt of the row statistic normalised by its mean over rows (the factored approximation's row factor)."""
+  return jax.lax.rsqrt(row / jnp.mean(row, axis=row_axis, keepdims=True))
+
+
+def _factored_rsqrt(row: jax.Array, col: jax.Array, axes: tuple[int, int]) -> jax.Array:
+  """rsqrt((row / mean(row)) ⊗ col), broadcast to the full shape."""
+  a, b = axes
+  return jnp.expand_dims(_mean_preserving_rsqrt(row, a), b) * jnp.expand_dims(jax.lax.rsqrt(col), a)
+
+
+def _rms(x: jax.Array) -> jax.Array:
+  return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
+def scale_by_came(
+    b1: Union[float, jax.Array] = 0.9,
+    b2: Union[float, jax.Array] = 0.999,
+    b3: Union[float, jax.Array] = 0.9999,
+    eps1: float = 1e-30,
+    eps2: float = 1e-16,
+    clip_threshold: float = 1.0,
+    *,
+    factoring: FactoringPolicy = "last_two",
+    min_dim_size_to_factor: int = 128,
+    momentum_dtype: MomentumDtype = "float32",
+    quantization_block_size: int = 256,
+    min_quantized_size: int = 4096,
+) -> optax.GradientTransformation:
+  """Rescales updates with CAME's factored second moment and confidence correction (no learning rate).
+
+  Args:
+    b1: decay of the momentum (first moment of the clipped update).
+    b2: decay of the factored second moment of the gradient.
+    b3: decay of the factored instability ``(û − m)²``.
+    eps1: added to the squared gradient.
+    eps2: added to the instability.
+    clip_threshold: the RMS of the preconditioned update is clipped to this value.
+    factoring: ``"last_two"`` (reference: every rank >= 2 tensor, over its last two axes, leading axes are batch
+      axes) or ``"largest_two"`` (optax/t5x Adafactor: the two largest axes, when the smaller of them is at least
+      ``min_dim_size_to_factor``; other tensors keep a full second moment and take no confidence step).
+    min_dim_size_to_factor: see ``factoring``; ignored by ``"last_two"``.
+    momentum_dtype: ``"float32"`` (reference), ``"bfloat16"``, or ``"int8"`` (block-wise companded 8-bit codes with
+      one fp32 scale per ``quantization_block_size`` elements along the last axis). All arithmetic is fp32.
+    quantization_block_size: block length for ``"int8"`` momentum.
+    min_quantized_size: leaves with fewer elements (and scalars) keep fp32 momentum under ``"int8"``.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose updates have each gradient's dtype.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> import came_jax
+    >>> tx = came_jax.scale_by_came()
+    >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(params, state)
+    >>> updates["w"].shape, state.v_row["w"].shape, state.v_col["w"].shape
+    ((4, 3), (4,), (3,))
+  """
+  for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
+    _check_hyperparameter(name, value, lambda x: 0.0 <= x < 1.0, "in [0, 1)")
+  for name, value in (("eps1", eps1), ("eps2", eps2), ("clip_threshold", clip_threshold)):
+    _check_hyperparameter(name, value, lambda x: x > 0.0, "positive")
+  if factoring not in ("last_two", "largest_two"):
+    raise ValueError(f"CAME: `factoring` must be 'last_two' or 'largest_two', got {factoring!r}")
+  if momentum_dtype not in ("float32", "bfloat16", "int8"):
+    raise ValueError(f"CAME: `momentum_dtype` must be 'float32', 'bfloat16' or 'int8', got {momentum_dtype!r}")
+  for name, value in (("min_dim_size_to_factor", min_dim_size_to_factor),
+                      ("quantization_block_size", quantization_block_size),
+                      ("min_quantized_size", min_quantized_size)):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"CAME: `{name}` must be a positive integer, got {value!r}")
+
+  def layout(shape: tuple[int, ...]) -> _Layout:
+    size = 1
+    for d in shape:
+      size *= d
+    quantized = momentum_dtype == "int8" and len(shape) >= 1 and size >= min_quantized_size
+    return _Layout(_factored_axes(shape, factoring, min_dim_size_to_factor), quantized)
+
+  def store_mu(mu: jax.Array, lay: _Layout):
+    if lay.quantized:
+      return quantization.quantize(mu, quantization_block_size)
+    return mu.astype(jnp.bfloat16 if momentum_dtype == "bfloat16" else jnp.float32)
+
+  def load_mu(mu, lay: _Layout) -> jax.Array:
+    if lay.quantized:
+      return quantization.dequantize(mu, quantization_block_size)
+    return mu.astype(jnp.float32)
+
+  def init_leaf(path, p) -> _LeafUpdate:
+    dtype = jnp.asarray(p).dtype if not hasattr(p, "dtype") else p.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"CAME: parameter {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}; CAME needs real "
+          "floating-point parameters (integer and complex ones are not supported)."
+      )
+    shape = tuple(p.shape)
+    lay = layout(shape)
+    placeholder = jnp.zeros((1,), jnp.float32)
+    if lay.quantized:
+      mu = quantization.zeros(shape, quantization_block_size)
+    else:
+      mu = jnp.zeros(shape, jnp.bfloat16 if momentum_dtype == "bfloat16" else jnp.float32)
+    if lay.axes is None:
+      stats = dict(v_row=placeholder, v_col=placeholder, v=jnp.zeros(shape, jnp.float32),
+                   r_row=placeholder, r_col=placeholder)
+    else:
+      a, b = lay.axes
+      row = jnp.zeros(shape[:b] + shape[b + 1:], jnp.float32)
+      col = jnp.zeros(shape[:a] + shape[a + 1:], jnp.float32)
+      stats = dict(v_row=row, v_col=col, v=placeholder, r_row=row, r_col=col)
+    leaf = _LeafUpdate(step=None, mu=mu, **stats)
+    return _place_like(leaf, p, lay)
+
+  def init_fn(params):
+    leaves = jax.tree_util.tree_map_with_path(init_leaf, params)
+    field = _fields_getter(leaves)
+    return ScaleByCameState(
+        count=jnp.zeros([], jnp.int32),
+        mu=field("mu"), v_row=field("v_row"), v_col=field("v_col"), v=field("v"),
+        r_row=field("r_row"), r_col=field("r_col"),
+    )
+
+  def update_leaf(g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
+    lay = layout(tuple(g.shape))
+    grad = g.astype(jnp.float32)
+    sq = jnp.square(grad) + eps1
+    if lay.axes is None:
+      v = b2 * v + (1.0 - b2) * sq
+      u = grad * jax.lax.rsqrt(v)
+    else:
+      a, b = lay.axes
+      v_row = b2 * v_row + (1.0 - b2) * jnp.mean(sq, axis=b)
+      v_col = b2 * v_col + (1.0 - b2) * jnp.mean(sq, axis=a)
+      u = grad * _factored_rsqrt(v_row, v_col, lay.axes)
+    u = u / jnp.maximum(1.0, _rms(u) / clip_threshold)
+    m = b1 * load_mu(mu, lay) + (1.0 - b1) * u
+    if lay.axes is None:
+      step = m
+    else:
+      a, b = lay.axes
+      res = jnp.square(u - m) + eps2
+      r_row = b3 * r_row + (1.0 - b3) * jnp.mean(res, axis=b)
+      r_col = b3 * r_col + (1.0 - b3) * jnp.mean(res, axis=a)
+      step = m * _factored_rsqrt(r_row, r_col, lay.axes)
+    return _LeafUpdate(step=step.astype(g.dtype), mu=store_mu(m, lay), v_row=v_row, v_col=v_col, v=v,
+                       r_row=r_row, r_col=r_col)
+
+  def update_fn(updates, state, params=None):
+    del params
+    leaves = jax.tree.map(update_leaf, updates, state.mu, state.v_row, state.v_col, state.v,
+                          state.r_row, state.r_col)
+    field = _fields_getter(leaves)
+    new_state = ScaleByCameState(
+        count=optax.safe_increment(state.count),
+        mu=field("mu"), v_row=field("v_row"), v_col=field("v_col"), v=field("v"),
+        r_row=field("r_row"), r_col=field("r_col"),
+    )
+    return field("step"), new_state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _fields_getter(leaves):
+  is_leaf = lambda x: isinstance(x, _LeafUpdate)  # noqa: E731
+  return lambda name: jax.tree.map(lambda leaf: getattr(leaf, name), leaves, is_leaf=is_leaf)
+
+
+def _place_like(leaf: _LeafUpdate, p: Any, lay: _Layout) -> _LeafUpdate:
+  """Shards each state array of a concrete, NamedSharding-placed param along the axes it shares with it.
+
+  A statistic that drops axis ``k`` of the param drops ``k`` from the PartitionSpec; 8-bit codes keep the param's
+  spec; block scales replicate the (blocked) last axis. Under tracing (jitted init) nothing is placed: pass
+  ``out_shardings`` to ``jax.jit`` there.
+  """
+  sharding = getattr(p, "sharding", None)
+  if isinstance(p, jax.core.Tracer) or not isinstance(sharding, jax.sharding.NamedSharding):
+    return leaf
+  spec = tuple(sharding.spec) + (None,) * (p.ndim - len(sharding.spec))
+
+  def put(x, spec_of_x):
+    return jax.device_put(x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec_of_x)))
+
+  def without(axis):
+    return spec[:axis] + spec[axis + 1:]
+
+  if lay.quantized:
+    mu = quantization.QuantizedArray(put(leaf.mu.codes, spec), put(leaf.mu.scales, spec[:-1] + (None,)))
+  else:
+    mu = put(leaf.mu, spec)
+  if lay.axes is None:
+    return _LeafUpdate(step=None, mu=mu, v_row=put(leaf.v_row, ()), v_col=put(leaf.v_col, ()),
+                       v=put(leaf.v, spec), r_row=put(leaf.r_row, ()), r_col=put(leaf.r_col, ()))
+  a, b = lay.axes
+  return _LeafUpdate(step=None, mu=mu, v_row=put(leaf.v_row, without(b)), v_col=put(leaf.v_col, without(a)),
+                     v=put(leaf.v, ()), r_row=put(leaf.r_row, without(b)), r_col=put(leaf.r_col, without(a)))
+
+
+def came(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: Union[float, jax.Array] = 0.9,
+    b2: Union[float, jax.Array] = 0.999,
+    b3: Union[float, jax.Array] = 0.9999,
+    eps1: float = 1e-30,
+    eps2: float = 1e-16,
+    clip_threshold: float = 1.0,
+    weight_decay: float = 0.0,
+    mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+    *,
+    factoring: FactoringPolicy = "last_two",
+    min_dim_size_to_factor: int = 128,
+    momentum_dtype: MomentumDtype = "float32",
+    quantization_block_size: int = 256,
+    min_quantized_size: int = 4096,
+) -> optax.GradientTransformation:
+  """The CAME optimizer: :func:`scale_by_came`, decoupled weight decay, then the learning rate.
+
+  Args:
+    learning_rate: a float or an optax schedule (a function of the step count).
+    b1, b2, b3, eps1, eps2, clip_threshold: see :func:`scale_by_came`; the defaults are the paper's.
+    weight_decay: decoupled weight decay, scaled by the learning rate (``p ← p − lr·wd·p − lr·step``).
+    mask: a tree of booleans (or a function of the params returning one) saying which leaves are decayed; by
+      default every leaf is.
+    factoring, min_dim_size_to_factor, momentum_dtype, quantization_block_size, min_quantized_size: see
+      :func:`scale_by_came`.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import came_jax
+    >>> params = {"w": jnp.ones((8, 4))}
+    >>> tx = came_jax.came(learning_rate=1e-2, weight_decay=1e-2)
+    >>> state = tx.init(params)
+    >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> params = optax.apply_updates(params, updates)
+    >>> bool(jnp.all(params["w"] < 1.0))
+    True
+
+  References:
+    Luo et al, `CAME: Confidence-guided Adaptive Memory Efficient Optimization
+    <https://arxiv.org/abs/2307.02047>`_, ACL 2023.
+  """
+  _check_hyperparameter("weight_decay", weight_decay, lambda x: x >= 0.0, "non-negative")
+  if not callable(learning_rate):
+    _check_hyperparameter("learning_rate", learning_rate, lambda x: x >= 0.0, "non-negative")
+  transforms = [
+      scale_by_came(
+          b1, b2, b3, eps1, eps2, clip_threshold,
+          factoring=factoring, min_dim_size_to_factor=min_dim_size_to_factor, momentum_dtype=momentum_dtype,
+          quantization_block_size=quantization_block_size, min_quantized_size=min_quantized_size,
+      )
+  ]
+  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0.0):
+    transforms.append(optax.add_decayed_weights(weight_decay, mask))
+  transforms.append(optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(*transforms)
