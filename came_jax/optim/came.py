@@ -133,10 +133,10 @@ def scale_by_came(
     clip_threshold: float = 1.0,
     *,
     factoring: FactoringPolicy = "last_two",
-    min_dim_size_to_factor: int = 128,
+    min_dim_size_to_factor: Optional[int] = None,
     momentum_dtype: MomentumDtype = "float32",
-    quantization_block_size: int = 256,
-    min_quantized_size: int = 4096,
+    quantization_block_size: Optional[int] = None,
+    min_quantized_size: Optional[int] = None,
 ) -> optax.GradientTransformation:
   """Rescales updates with CAME's factored second moment and confidence correction (no learning rate).
 
@@ -150,11 +150,15 @@ def scale_by_came(
     factoring: ``"last_two"`` (reference: every rank >= 2 tensor, over its last two axes, leading axes are batch
       axes) or ``"largest_two"`` (optax/t5x Adafactor: the two largest axes, when the smaller of them is at least
       ``min_dim_size_to_factor``; other tensors keep a full second moment and take no confidence step).
-    min_dim_size_to_factor: see ``factoring``; ignored by ``"last_two"``.
+    min_dim_size_to_factor: see ``factoring``; ignored by ``"last_two"``; default 128.
     momentum_dtype: ``"float32"`` (reference), ``"bfloat16"``, or ``"int8"`` (block-wise companded 8-bit codes with
       one fp32 scale per ``quantization_block_size`` elements along the last axis). All arithmetic is fp32.
-    quantization_block_size: block length for ``"int8"`` momentum.
-    min_quantized_size: leaves with fewer elements (and scalars) keep fp32 momentum under ``"int8"``.
+    quantization_block_size: block length for ``"int8"`` momentum; default 256.
+    min_quantized_size: leaves with fewer elements (and scalars) keep fp32 momentum under ``"int8"``; default
+      4096.
+
+  The three structural integers default to ``None`` (meaning the defaults above) so that
+  ``optax.inject_hyperparams``, which turns every numeric argument into a traced array, leaves them static.
 
   Returns:
     An ``optax.GradientTransformation`` whose updates have each gradient's dtype.
@@ -177,10 +181,13 @@ def scale_by_came(
     raise ValueError(f"CAME: `factoring` must be 'last_two' or 'largest_two', got {factoring!r}")
   if momentum_dtype not in ("float32", "bfloat16", "int8"):
     raise ValueError(f"CAME: `momentum_dtype` must be 'float32', 'bfloat16' or 'int8', got {momentum_dtype!r}")
+  min_dim_size_to_factor = 128 if min_dim_size_to_factor is None else min_dim_size_to_factor
+  quantization_block_size = 256 if quantization_block_size is None else quantization_block_size
+  min_quantized_size = 4096 if min_quantized_size is None else min_quantized_size
   for name, value in (("min_dim_size_to_factor", min_dim_size_to_factor),
                       ("quantization_block_size", quantization_block_size),
                       ("min_quantized_size", min_quantized_size)):
-    if not isinstance(value, int) or value < 1:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"CAME: `{name}` must be a positive integer, got {value!r}")
 
   def layout(shape: tuple[int, ...]) -> _Layout:
@@ -209,19 +216,20 @@ def scale_by_came(
       )
     shape = tuple(p.shape)
     lay = layout(shape)
-    placeholder = jnp.zeros((1,), jnp.float32)
+    # Every state array is a distinct buffer, so that a jitted step can donate the whole state.
+    placeholder = lambda: jnp.zeros((1,), jnp.float32)  # noqa: E731
     if lay.quantized:
       mu = quantization.zeros(shape, quantization_block_size)
     else:
       mu = jnp.zeros(shape, jnp.bfloat16 if momentum_dtype == "bfloat16" else jnp.float32)
     if lay.axes is None:
-      stats = dict(v_row=placeholder, v_col=placeholder, v=jnp.zeros(shape, jnp.float32),
-                   r_row=placeholder, r_col=placeholder)
+      stats = dict(v_row=placeholder(), v_col=placeholder(), v=jnp.zeros(shape, jnp.float32),
+                   r_row=placeholder(), r_col=placeholder())
     else:
       a, b = lay.axes
-      row = jnp.zeros(shape[:b] + shape[b + 1:], jnp.float32)
-      col = jnp.zeros(shape[:a] + shape[a + 1:], jnp.float32)
-      stats = dict(v_row=row, v_col=col, v=placeholder, r_row=row, r_col=col)
+      row = lambda: jnp.zeros(shape[:b] + shape[b + 1:], jnp.float32)  # noqa: E731
+      col = lambda: jnp.zeros(shape[:a] + shape[a + 1:], jnp.float32)  # noqa: E731
+      stats = dict(v_row=row(), v_col=col(), v=placeholder(), r_row=row(), r_col=col())
     leaf = _LeafUpdate(step=None, mu=mu, **stats)
     return _place_like(leaf, p, lay)
 
@@ -321,10 +329,10 @@ def came(
     mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
     *,
     factoring: FactoringPolicy = "last_two",
-    min_dim_size_to_factor: int = 128,
+    min_dim_size_to_factor: Optional[int] = None,
     momentum_dtype: MomentumDtype = "float32",
-    quantization_block_size: int = 256,
-    min_quantized_size: int = 4096,
+    quantization_block_size: Optional[int] = None,
+    min_quantized_size: Optional[int] = None,
 ) -> optax.GradientTransformation:
   """The CAME optimizer: :func:`scale_by_came`, decoupled weight decay, then the learning rate.
 
