@@ -54,11 +54,12 @@ def test_sharded_equals_unsharded_and_state_is_sharded(mesh, momentum_dtype):
   for g in grads:
     sharded, sharded_state = sharded_step(sharded, sharded_state, jax.device_put(g, shardings))
 
-  # Sharded reductions sum in another order; with 8-bit momentum that can move a value across a code boundary,
-  # a change of one code step (~lr * 1e-5 here).
-  atol = 1e-7 if momentum_dtype == "float32" else 1e-6
+  # Sharded reductions sum in another order, so compare the total change of each param relative to its size.
+  # With 8-bit momentum a value can also cross a code boundary (one code step, ~1e-5 of the momentum).
+  tol = 1e-5 if momentum_dtype == "float32" else 1e-4
   for k in SPECS:
-    np.testing.assert_allclose(np.asarray(sharded[k]), np.asarray(params[k]), rtol=1e-6, atol=atol)
+    ours, ref = np.asarray(sharded[k]) - host[k], np.asarray(params[k]) - host[k]
+    assert np.max(np.abs(ours - ref)) <= tol * np.max(np.abs(ref)), k
     assert sharded[k].sharding.is_equivalent_to(shardings[k], len(SPECS[k][0]))
 
   came_state = sharded_state[0]
