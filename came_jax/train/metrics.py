@@ -1,0 +1,137 @@
+"""Training metrics: MFU from a peak-FLOPs table, a JSONL + TensorBoard writer, the progress line.
+
+TensorBoard goes through `tensorboardX`: a small, maintained, pure-Python writer of standard event files that
+needs neither TensorFlow (which `flax.metrics.tensorboard` imports) nor clu (which is not installed here and
+pulls TensorFlow too). `WORKDIR/metrics.jsonl` carries the same rows, one JSON object per log step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from typing import Any, Optional
+
+import jax
+
+from came_jax.train.budget import format_seconds
+
+# Dense (no sparsity) peak bf16/fp16 tensor FLOP/s per device. Matched as substrings of the lower-cased
+# `jax.Device.device_kind`, first match wins (so the PCIe H100 comes before the SXM one).
+PEAK_FLOPS = (
+    ("h100 pcie", 756e12),
+    ("h100", 989e12),
+    ("h200", 989e12),
+    ("a100", 312e12),
+    ("a6000", 154.8e12),
+    ("v100", 125e12),
+    ("t4", 65e12),
+    ("l4", 121e12),
+    ("4090", 165.2e12),
+    ("tpu v4", 275e12),
+    ("tpu v5 lite", 197e12),
+    ("tpu v5e", 197e12),
+)
+
+
+def peak_flops(device_kind: str) -> Optional[float]:
+  """Peak FLOP/s of one device of this kind, or None (CPU and unknown devices: MFU is 'n/a')."""
+  kind = device_kind.lower()
+  if "cpu" in kind:
+    return None
+  for name, flops in PEAK_FLOPS:
+    if name in kind:
+      return flops
+  return None
+
+
+def mfu(tokens_per_sec: float, flops_per_token: float, devices: Optional[list] = None) -> Optional[float]:
+  """Model FLOPs utilisation in [0, 1] of all local devices, or None where the peak is unknown."""
+  devices = devices if devices is not None else jax.local_devices()
+  peaks = [peak_flops(d.device_kind) for d in devices]
+  if not peaks or any(p is None for p in peaks):
+    return None
+  return tokens_per_sec * flops_per_token / sum(peaks)
+
+
+_compiles = 0
+_listener_lock = threading.Lock()
+_listening = False
+
+
+def _on_event(event: str, duration: float, **kwargs) -> None:
+  global _compiles
+  if event == "/jax/core/compile/backend_compile_duration":
+    _compiles += 1
+
+
+def compile_count() -> int:
+  """XLA backend compilations in this process since the first call (a `jax.monitoring` listener)."""
+  global _listening
+  with _listener_lock:
+    if not _listening:
+      jax.monitoring.register_event_duration_secs_listener(_on_event)
+      _listening = True
+  return _compiles
+
+
+class MetricWriter:
+  """Writes scalar rows to `WORKDIR/metrics.jsonl` and TensorBoard (`WORKDIR/tensorboard`)."""
+
+  def __init__(self, workdir: str, tensorboard: bool = True):
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, row: dict[str, Any], prefix: str = "train") -> None:
+    row = {"step": int(step), **row}
+    self._jsonl.write(json.dumps(row, default=_json_default) + "\n")
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+          self._tb.add_scalar(f"{prefix}/{k}", v, int(step))
+
+  def flush(self) -> None:
+    self._jsonl.flush()
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _json_default(x):
+  try:
+    return float(x)
+  except (TypeError, ValueError):
+    return str(x)
+
+
+def progress_line(row: dict[str, Any], budget_s: float, max_steps: int) -> str:
+  """`step 120/400 | loss 5.231 | acc 0.118 | lr 9.4e-04 | 12.3k tok/s | MFU n/a | 45.0s (45.0s left) [####----]`."""
+  parts = [f"step {row['step']}" + (f"/{max_steps}" if max_steps else "")]
+  parts.append(f"loss {row['loss']:.4f}")
+  if "accuracy" in row:
+    parts.append(f"acc {row['accuracy']:.3f}")
+  parts.append(f"lr {row['learning_rate']:.2e}")
+  parts.append(f"bs {row['batch_size']}")
+  tps = row["tokens_per_sec"]
+  parts.append(f"{tps / 1e3:.1f}k tok/s" if tps >= 1e3 else f"{tps:.0f} tok/s")
+  m = row.get("mfu")
+  parts.append(f"MFU {m * 100:.1f}%" if isinstance(m, float) else "MFU n/a")
+  if row.get("nonfinite_total"):
+    parts.append(f"skipped {row['nonfinite_total']}")
+  frac = row["elapsed_s"] / budget_s
+  if max_steps:
+    frac = max(frac, row["step"] / max_steps)
+  frac = min(1.0, frac)
+  bar = "#" * int(round(frac * 20))
+  parts.append(f"{format_seconds(row['elapsed_s'])} ({format_seconds(row['remaining_s'])} left) "
+               f"[{bar:<20}] {frac * 100:3.0f}%")
+  return " | ".join(parts)

@@ -1,0 +1,126 @@
+"""The train and eval steps: module-level pure functions, jitted once by the trainer.
+
+`train_step` accumulates gradients over a fixed-shape stack of micro-batches with `lax.scan`; only the first
+`num_micro` (a runtime value chosen by the batch-size ramp) are computed, the rest are skipped by `lax.cond`,
+so shapes stay static and the ramp never recompiles. The learning rate also enters as a runtime value and is
+written into the optimizer state's injected hyperparameters. Gradients are token-weighted means over the
+micro-batches; global-norm clipping is part of the optimizer chain (`came_jax.optim.registry`). A step whose
+gradient is not finite leaves params and optimizer state unchanged and is counted.
+
+The model brings only `loss_fn(params, batch, rng, *, train) -> (loss, metrics)` with `metrics["num_tokens"]`;
+every other scalar metric (e.g. MLM `accuracy`) is averaged over tokens like the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from came_jax.optim import registry
+
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes (donated to the jitted step), checkpointed as one pytree."""
+  step: jax.Array  # int32, optimizer steps taken (skipped non-finite steps included)
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # base key (raw uint32[2]); step keys are fold_in(rng, step)
+  nonfinite_consecutive: jax.Array  # int32
+  nonfinite_total: jax.Array  # int32
+
+  @classmethod
+  def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array) -> "TrainState":
+    zero = lambda: jnp.zeros((), jnp.int32)
+    state = cls(step=zero(), params=params, opt_state=tx.init(params), rng=rng,
+                nonfinite_consecutive=zero(), nonfinite_total=zero())
+    # The state is donated to the step: no two leaves may share a buffer (optax states may alias arrays).
+    return jax.tree.map(jnp.copy, state)
+
+
+def _split_metrics(metrics: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+  n = jnp.asarray(metrics["num_tokens"], jnp.float32)
+  rest = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items() if k not in ("num_tokens", "loss")}
+  return n, rest
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], num_micro: jax.Array, learning_rate: jax.Array,
+               *, loss_fn: LossFn, tx: optax.GradientTransformation) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step over `batch` of shape `[max_micro, micro_batch, ...]`, using its first `num_micro`.
+
+  Returns the new state and scalar metrics: `loss`, token-weighted model metrics, `num_tokens`, `grad_norm`
+  (before clipping), `update_norm`, `param_norm`, `learning_rate`, `skipped`, `nonfinite_consecutive`,
+  `nonfinite_total`.
+  """
+  step_rng = jax.random.fold_in(state.rng, state.step)
+  params = state.params
+
+  def micro_loss(p, mb, rng):
+    return loss_fn(p, mb, rng, train=True)
+
+  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+  first = jax.tree.map(lambda x: x[0], batch)
+  (_, aux_shape), _ = jax.eval_shape(grad_fn, params, first, step_rng)
+  extra_keys = [k for k in aux_shape if k not in ("num_tokens", "loss")]
+
+  zeros_f32 = lambda tree: jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), tree)
+  carry0 = (zeros_f32(params), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+            {k: jnp.zeros((), jnp.float32) for k in extra_keys})
+
+  def body(carry, xs):
+    i, mb = xs
+
+    def compute(c):
+      g_acc, loss_acc, n_acc, extra_acc = c
+      (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(step_rng, i))
+      n, extra = _split_metrics(metrics)
+      g_acc = jax.tree.map(lambda a, g: a + g.astype(jnp.float32) * n, g_acc, grads)
+      extra_acc = {k: extra_acc[k] + extra[k] * n for k in extra_keys}
+      return g_acc, loss_acc + loss.astype(jnp.float32) * n, n_acc + n, extra_acc
+
+    return jax.lax.cond(i < num_micro, compute, lambda c: c, carry), None
+
+  max_micro = jax.tree.leaves(batch)[0].shape[0]
+  (g_sum, loss_sum, n_tok, extra_sum), _ = jax.lax.scan(body, carry0, (jnp.arange(max_micro), batch))
+  denom = jnp.maximum(n_tok, 1.0)
+  grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), g_sum, params)
+  loss = loss_sum / denom
+
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
+  opt_state = registry.set_learning_rate(state.opt_state, learning_rate)
+
+  def apply(operands):
+    p, o = operands
+    updates, o = tx.update(grads, o, p)
+    return optax.apply_updates(p, updates), o, optax.global_norm(updates)
+
+  def skip(operands):
+    p, o = operands
+    return p, o, jnp.zeros((), jnp.float32)
+
+  new_params, new_opt_state, update_norm = jax.lax.cond(finite, apply, skip, (params, opt_state))
+  consecutive = jnp.where(finite, 0, state.nonfinite_consecutive + 1).astype(jnp.int32)
+  new_state = state.replace(
+      step=state.step + 1, params=new_params, opt_state=new_opt_state, nonfinite_consecutive=consecutive,
+      nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
+  metrics = {
+      "loss": loss, "num_tokens": n_tok, "grad_norm": grad_norm, "update_norm": update_norm,
+      "param_norm": optax.global_norm(new_params), "learning_rate": registry.get_learning_rate(new_opt_state),
+      "skipped": (~finite).astype(jnp.int32), "nonfinite_consecutive": consecutive,
+      "nonfinite_total": new_state.nonfinite_total,
+      **{k: v / denom for k, v in extra_sum.items()}}
+  return new_state, metrics
+
+
+def eval_step(params, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> dict[str, jax.Array]:
+  """Token-weighted sums over one held-out batch: `loss_sum`, `num_tokens` and `<metric>_sum`."""
+  loss, metrics = loss_fn(params, batch, jax.random.PRNGKey(0), train=False)
+  n, extra = _split_metrics(metrics)
+  return {"loss_sum": loss.astype(jnp.float32) * n, "num_tokens": n, **{f"{k}_sum": v * n for k, v in extra.items()}}

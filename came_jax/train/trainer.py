@@ -1,0 +1,283 @@
+"""The time-bounded pretraining loop shared by BERT, GPT-2 and T5: `train_and_evaluate(config, workdir)`.
+
+Config -> tokenizer + data + model + optimizer -> one jitted, buffer-donating train step -> steps until the
+budget (or `max_steps`) is spent -> final evaluation and checkpoint -> `WORKDIR/summary.json`.
+
+The loop knows the model only through its module's `CONFIGS`/`get_model_config`, `init_params`, `loss_fn` and
+`flops_per_token`, and the data only through `came_jax.train.input_pipeline`.
+
+Budget accounting (as cramming): the clock starts after data and model setup, so it counts compilation; it is
+paused for evaluation and checkpointing. The host stays at most one step ahead of the device (after dispatching a
+step it reads the previous step's non-finite counter), so the budget is honoured within one step and a streak of
+non-finite gradients is noticed within one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+from typing import Any, Callable, Iterable, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from came_jax.optim import registry
+from came_jax.train import budget as budget_lib
+from came_jax.train import checkpoint as ckpt_lib
+from came_jax.train import input_pipeline
+from came_jax.train import metrics as metrics_lib
+from came_jax.train import schedules
+from came_jax.train import step as step_lib
+from came_jax.train import validation
+
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(FloatingPointError):
+  """Too many consecutive non-finite gradients; the last good checkpoint is left as it was."""
+
+
+def evaluate(eval_fn: Callable, params, batches: Iterable[dict]) -> dict[str, float]:
+  """Token-weighted held-out loss (and model metrics such as accuracy) and perplexity over `batches`."""
+  sums: dict[str, float] = {}
+  for batch in batches:
+    for k, v in jax.device_get(eval_fn(params, batch)).items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+  n = max(sums.get("num_tokens", 0.0), 1.0)
+  result = {k[: -len("_sum")]: v / n for k, v in sums.items() if k.endswith("_sum")}
+  result["perplexity"] = float(math.exp(min(result["loss"], 50.0)))
+  result["num_tokens"] = sums.get("num_tokens", 0.0)
+  return result
+
+
+def _flops_per_token(model, model_cfg, batch_shapes: dict[str, tuple], seq_len: int) -> float:
+  """The model's training FLOPs per input token; an encoder-decoder is also told its target length."""
+  inputs = batch_shapes["input_ids"][0][-1]
+  targets = batch_shapes["labels"][0][-1] if "labels" in batch_shapes else inputs
+  if targets != inputs:
+    try:
+      return float(model.flops_per_token(model_cfg, seq_len, target_len=targets))
+    except TypeError:
+      pass
+  return float(model.flops_per_token(model_cfg, seq_len))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       time_fn: Optional[Callable[[], float]] = None) -> dict[str, Any]:
+  """Pretrains `config.model` on `config.data` for `config.budget` (or `config.max_steps`); resumes `workdir`.
+
+  Args:
+    config: a pretraining config (see `configs/bert_cramming.py`).
+    workdir: run directory: checkpoints, tokenizer, `metrics.jsonl`, `summary.json`, TensorBoard events.
+    time_fn: the budget clock's time source (monotonic seconds); tests inject a fake one.
+
+  Returns:
+    The summary also written to `WORKDIR/summary.json`.
+
+  Raises:
+    ValueError: an invalid config value (naming its key), before anything is built or compiled.
+    came_jax.train.checkpoint.IncompatibleWorkdirError: `workdir` holds a different run.
+    NonFiniteError: `config.max_consecutive_nonfinite` non-finite gradients in a row.
+  """
+  budget_s = budget_lib.parse_budget(config.budget)
+  model_cfg = validation.check(config)
+  model = validation.model_module(config)
+  resuming = ckpt_lib.claim_workdir(workdir, config)
+  log.info("%s %s:%s with %s in %s; budget %s%s.", "Resuming" if resuming else "Starting", config.model.name,
+               config.model.preset, config.optimizer.name, workdir, budget_lib.format_seconds(budget_s),
+               f", max_steps {config.max_steps}" if config.max_steps else "")
+  with contextlib.ExitStack() as cleanup:
+    run = _Run(config, workdir, model, model_cfg, budget_s, time_fn, cleanup)
+    return run.train()
+
+
+class _Run:
+  """One run's objects and host-side counters; `train()` is the loop."""
+
+  def __init__(self, config, workdir, model, model_cfg, budget_s, time_fn, cleanup: contextlib.ExitStack):
+    self.config, self.workdir, self.model = config, workdir, model
+    self.seq_len, self.micro = config.data.seq_len, config.data.batch_size
+    self.max_micro = config.batch_size // self.micro
+
+    # --- tokenizer and data
+    tokenizer = input_pipeline.make_tokenizer(config, workdir)
+    self.train_iter = input_pipeline.make_train_iterator(config, tokenizer)
+    cleanup.callback(self.train_iter.close)
+    self.eval_batches = input_pipeline.make_eval_batches(config, tokenizer)
+    shapes = self.train_iter.batch_shapes()
+    self.stacker = input_pipeline.MicroBatchStacker(shapes, self.max_micro)
+
+    # --- model, optimizer, state
+    loss_fn = functools.partial(model.loss_fn, cfg=model_cfg)
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    init_fn = jax.jit(functools.partial(model.init_params, model_cfg))
+    validation.check_batch_fits_model(config, loss_fn, jax.eval_shape(init_fn, init_rng), shapes)
+    tx = registry.make(config.optimizer)
+    self.lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
+    self.state = step_lib.TrainState.create(init_fn(init_rng), tx, state_rng)
+    self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
+    self.flops_per_token = _flops_per_token(model, model_cfg, shapes, self.seq_len)
+
+    self.checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
+    cleanup.callback(self.checkpointer.close)
+    elapsed, self.tokens_seen = 0.0, 0
+    if self.checkpointer.latest_step() is not None:
+      self.state, meta = self.checkpointer.restore(self.state)
+      self.train_iter.set_state(meta["data_state"])
+      elapsed, self.tokens_seen = float(meta["elapsed_s"]), int(meta["tokens_seen"])
+      log.info("Restored step %d (%s of the budget spent).", meta["step"], budget_lib.format_seconds(elapsed))
+    self.step = int(jax.device_get(self.state.step))
+
+    self.train_step = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx), donate_argnums=0)
+    self.eval_step = jax.jit(functools.partial(step_lib.eval_step, loss_fn=loss_fn))
+    self.writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
+    cleanup.callback(self.writer.close)
+    self.clock = budget_lib.BudgetClock(budget_s, elapsed_s=elapsed, time_fn=time_fn)
+    log.info("%s: %.2fM parameters, %.3g training FLOPs/token; batch %d = up to %d micro-batches of %d x %d "
+                 "tokens.", config.model.name, self.num_params / 1e6, self.flops_per_token, config.batch_size,
+                 self.max_micro, self.micro, self.seq_len)
+
+  # ------------------------------------------------------------------------------------------------- pieces
+  def progress(self) -> float:
+    c = self.config
+    by_steps = c.schedule.progress == "steps" or (c.schedule.progress == "auto" and c.max_steps)
+    return min(1.0, self.step / c.max_steps) if by_steps else self.clock.fraction
+
+  def save(self, why: str) -> None:
+    with self.clock.paused():
+      self.checkpointer.save(self.step, self.state, elapsed_s=self.clock.elapsed,
+                             data_state=self.train_iter.get_state(), extra={"tokens_seen": self.tokens_seen})
+    log.info("Saved checkpoint at step %d (%s).", self.step, why)
+
+  def evaluate(self, why: str) -> dict[str, float]:
+    if self.eval_batches is None:
+      return {}
+    with self.clock.paused():
+      result = evaluate(self.eval_step, self.state.params, self.eval_batches)
+    self.writer.write(self.step, {**result, "elapsed_s": self.clock.elapsed}, prefix="heldout")
+    log.info("Held-out (%s) at step %d: loss %.4f, perplexity %.2f%s", why, self.step, result["loss"],
+                 result["perplexity"], f", accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+    return result
+
+  def check_finite(self, metrics) -> None:
+    consecutive = int(metrics["nonfinite_consecutive"])
+    limit = self.config.max_consecutive_nonfinite
+    if consecutive >= limit:
+      raise NonFiniteError(
+          f"{consecutive} consecutive non-finite gradients (config.max_consecutive_nonfinite={limit}) by step "
+          f"{self.step}: stopping. The last good checkpoint (step {self.checkpointer.latest_step()}) in "
+          f"{self.checkpointer.directory} is left intact.")
+
+  def log(self, metrics, n_micro: int) -> dict[str, Any]:
+    """Reads one step's metrics (a host sync), adds throughput and budget, writes and prints them."""
+    row: dict[str, Any] = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    for k in ("num_tokens", "skipped", "nonfinite_consecutive", "nonfinite_total"):
+      row[k] = int(row[k])
+    elapsed = self.clock.elapsed
+    row["tokens_per_sec"] = self._since_tokens / max(elapsed - self._since_elapsed, 1e-9)
+    self._since_elapsed, self._since_tokens = elapsed, 0
+    m = metrics_lib.mfu(row["tokens_per_sec"], self.flops_per_token)
+    row["mfu"] = m if m is not None else "n/a"
+    row.update(batch_size=n_micro * self.micro, tokens_seen=self.tokens_seen, elapsed_s=elapsed,
+               remaining_s=self.clock.remaining, compiles=metrics_lib.compile_count() - self._compiles0,
+               step=self.step)
+    self.writer.write(self.step, {k: v for k, v in row.items() if k != "step"})
+    log.info("%s", metrics_lib.progress_line(row, self.clock.budget_s, self.config.max_steps))
+    return row
+
+  # ---------------------------------------------------------------------------------------------- the loop
+  def train(self) -> dict[str, Any]:
+    c, clock = self.config, self.clock
+    at_max = lambda: bool(c.max_steps) and self.step >= c.max_steps
+    last_row: dict[str, Any] = {}
+    pending, n_micro = None, 1  # the previous step's metrics, read once the next step is dispatched
+    stop_reason = "max_steps"
+    self._since_elapsed, self._since_tokens = clock.elapsed, 0
+    self._compiles0 = metrics_lib.compile_count()
+    last_ckpt = (self.step, clock.elapsed)
+    last_eval = clock.elapsed
+
+    clock.start()
+    try:
+      while True:
+        if at_max():
+          break
+        if clock.exhausted():
+          stop_reason = "budget"
+          break
+        progress = self.progress()
+        n_micro = schedules.num_micro_batches(progress, self.max_micro, c.batch_ramp)
+        batch = self.stacker.stack([next(self.train_iter) for _ in range(n_micro)])
+        self.state, metrics = self.train_step(self.state, batch, np.int32(n_micro), np.float32(self.lr_fn(progress)))
+        self.step += 1
+        self.tokens_seen += n_micro * self.micro * self.seq_len
+        self._since_tokens += n_micro * self.micro * self.seq_len
+        if pending is not None:
+          self.check_finite(pending)  # the one sync per step: waits for the previous step only
+        pending = metrics
+
+        if self.step % c.log_every_steps == 0:
+          last_row = self.log(metrics, n_micro)
+        if at_max():
+          continue  # the final evaluation and checkpoint follow the loop
+        if ((c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps)
+            or (c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s)):
+          if int(metrics["nonfinite_consecutive"]) == 0:  # never checkpoint inside a non-finite streak
+            self.save("interval")
+            last_ckpt = (self.step, clock.elapsed)
+        if ((c.eval.every_steps and self.step % c.eval.every_steps == 0)
+            or (c.eval.every_s and clock.elapsed - last_eval >= c.eval.every_s)):
+          self.evaluate("interval")
+          last_eval = clock.elapsed
+    finally:
+      clock.stop()
+
+    # --- the end: last metrics, final evaluation and checkpoint (outside the budget)
+    if pending is not None:
+      self.check_finite(pending)
+      if last_row.get("step") != self.step:
+        last_row = self.log(pending, n_micro)
+    log.info("Stopped at step %d (%s) after %s of the %s budget.", self.step, stop_reason,
+                 budget_lib.format_seconds(clock.elapsed), budget_lib.format_seconds(clock.budget_s))
+    heldout = self.evaluate("final")
+    if self.checkpointer.latest_step() != self.step:
+      self.save("final")
+    return self.write_summary(stop_reason, last_row, heldout)
+
+  def write_summary(self, stop_reason: str, last_row: dict, heldout: dict) -> dict[str, Any]:
+    summary = {
+        "steps": self.step,
+        "stop_reason": stop_reason,
+        "tokens_seen": self.tokens_seen,
+        "final_train_loss": last_row.get("loss"),
+        "final_train_accuracy": last_row.get("accuracy"),
+        "heldout_loss": heldout.get("loss"),
+        "heldout_perplexity": heldout.get("perplexity"),
+        "heldout_accuracy": heldout.get("accuracy"),
+        "budget_s": self.clock.budget_s,
+        "elapsed_s": self.clock.elapsed,
+        "paused_s": self.clock.paused_s,
+        "nonfinite_steps": last_row.get("nonfinite_total", 0),
+        "train_step_compilations": self.train_step._cache_size(),  # pylint: disable=protected-access
+        "num_params": self.num_params,
+        "flops_per_token": self.flops_per_token,
+        "optimizer": self.config.optimizer.name,
+        "model": f"{self.config.model.name}:{self.config.model.preset}",
+        "device": jax.devices()[0].device_kind,
+        "config": json.loads(self.config.to_json_best_effort()),
+    }
+    path = os.path.join(self.workdir, "summary.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(summary, f, indent=2)
+    os.replace(path + ".tmp", path)
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
+    log.info("Done: %d steps, %.4g tokens, final train loss %s, held-out loss %s (perplexity %s).",
+                 self.step, self.tokens_seen, fmt(summary["final_train_loss"]), fmt(summary["heldout_loss"]),
+                 "n/a" if summary["heldout_perplexity"] is None else f"{summary['heldout_perplexity']:.2f}")
+    return summary
