@@ -1,1 +1,10 @@
-"""Data: tokenizer, text sources, packing, objectives (MLM, causal LM, span corruption), batching."""
+"""Data: tokenizer, text sources, packing, objectives (MLM, causal LM, span corruption), batching.
+
+* ``tokenizer.py``   SentencePiece ``Tokenizer`` with fixed special ids and T5 sentinels; ``load_or_train``.
+* ``sources.py``     local text folders/globs, TFDS by name (array_record), WikiText held-out articles.
+* ``token_cache.py`` tokenize a source once; ids + document offsets cached on disk.
+* ``packing.py``     ``PackedRows``: fixed-width rows over documents joined by separators (no token lost).
+* ``objectives.py``  ``MaskedLM``, ``CausalLM``, ``SpanCorruption``: rows -> static-shape numpy batches.
+* ``pipeline.py``    resumable, prefetched ``PretrainIterator``; ``EvalBatches``; builders from a config.
+* ``throughput.py``  ``measure_throughput`` and a command-line probe.
+"""

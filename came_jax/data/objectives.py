@@ -5,15 +5,13 @@ between documents, and turns ``tokens [B, row_width]`` plus ``valid [B, row_widt
 are int32, all weights float32. Randomness comes only from the ``numpy.random.Generator`` passed in, which the
 pipeline seeds from ``(seed, step)`` so a resumed run sees identical batches.
 
-================  ===================================================================================
-objective         batch (B = batch size)
-================  ===================================================================================
-``MaskedLM``      ``input_ids`` [B,T], ``attention_mask`` [B,T], ``token_type_ids`` [B,T] (zeros),
-                  ``mlm_positions`` [B,K], ``mlm_labels`` [B,K], ``mlm_weights`` [B,K] (K = round(rate*T))
-``CausalLM``      ``input_ids`` [B,T], ``labels`` [B,T] (next token), ``weights`` [B,T]
-``SpanCorruption``  ``input_ids`` [B,Ti], ``labels`` [B,To] (sentinel, span..., ..., EOS; 0-padded),
-                  ``weights`` [B,To]
-================  ===================================================================================
+Batches (B = batch size):
+
+* ``MaskedLM``: ``input_ids``, ``attention_mask``, ``token_type_ids`` (zeros) [B,T]; ``mlm_positions``,
+  ``mlm_labels``, ``mlm_weights`` [B,K] with K = round(rate*T).
+* ``CausalLM``: ``input_ids``, ``labels`` (next token), ``weights`` [B,T].
+* ``SpanCorruption``: ``input_ids`` [B,Ti]; ``labels`` [B,To] (sentinel 0, span 0, sentinel 1, span 1, ..., EOS;
+  0-padded) and ``weights`` [B,To].
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class PretrainIterator:
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
-        key = json.dumps([rows.corpus.fingerprint, rows.width, rows.stride, rows.separator, repr(objective),
+        key = json.dumps([rows.corpus.content_hash, rows.width, rows.stride, rows.separator, repr(objective),
                           self.batch_size, self.seed])
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
 

@@ -30,7 +30,8 @@ class TokenizedCorpus:
       tokens: int32 ``[num_tokens]`` (memory-mapped when cached).
       offsets: int64 ``[num_documents + 1]``, ``offsets[0] == 0``.
       fingerprint: cache key; changes with the tokenizer or the source.
-      stats: ``documents``, ``tokens``, ``undecodable_bytes``, ``seconds`` (tokenization time), ``source``.
+      stats: ``documents``, ``tokens``, ``undecodable_bytes``, ``seconds`` (tokenization time), ``source``,
+        ``content_hash``.
     """
 
     tokens: np.ndarray
@@ -45,6 +46,11 @@ class TokenizedCorpus:
     @property
     def num_tokens(self) -> int:
         return int(self.offsets[-1])
+
+    @property
+    def content_hash(self) -> str:
+        """Hash of the token ids and offsets: equal for equal data, wherever the files lie (used by resume)."""
+        return self.stats.get("content_hash", self.fingerprint)
 
     def document(self, i: int) -> np.ndarray:
         """Token ids of document ``i``."""
@@ -99,7 +105,8 @@ def tokenize_source(source, tokenizer, cache_dir: str | os.PathLike | None = Non
     source_stats = source.stats() if hasattr(source, "stats") else {}
     meta = {"source": source.name, "documents": len(source), "tokens": int(offsets[-1]),
             "undecodable_bytes": int(source_stats.get("undecodable_bytes", 0)),
-            "seconds": round(time.perf_counter() - start, 3), "tokenizer": tokenizer.fingerprint}
+            "seconds": round(time.perf_counter() - start, 3), "tokenizer": tokenizer.fingerprint,
+            "content_hash": hashlib.sha256(tokens.tobytes() + offsets.tobytes()).hexdigest()[:16]}
     if meta["undecodable_bytes"]:
         logging.warning("%s: replaced %d undecodable byte(s) with U+FFFD", source.name, meta["undecodable_bytes"])
     logging.info("tokenized %s: %d documents, %d tokens in %.1fs", source.name, meta["documents"],

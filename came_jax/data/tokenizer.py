@@ -2,20 +2,13 @@
 
 Id layout (``vocab_size`` = V, ``num_sentinels`` = S, default 100):
 
-=====================  ==========  ====================================================
-id                     piece       role
-=====================  ==========  ====================================================
-0                      ``<pad>``   padding (never a label; weight 0)
-1                      ``</s>``    end of sequence; also GPT-2's ``<|endoftext|>``
-                                   (document separator for causal LM): ``eot_id == eos_id``
-2                      ``<unk>``   unknown (rare: byte fallback covers every UTF-8 byte)
-3                      ``[CLS]``   BERT sequence start
-4                      ``[SEP]``   BERT separator (between packed documents and at the end)
-5                      ``[MASK]``  BERT mask
-6 .. 261               ``<0x00>``  byte-fallback pieces
-262 .. V-S-1           learned     unigram pieces
-V-1-i  (i = 0..S-1)    ``<extra_id_i>``  T5 sentinel i (T5 convention: counts down from the top)
-=====================  ==========  ====================================================
+* 0 ``<pad>``: padding (never a label; weight 0).
+* 1 ``</s>``: end of sequence, and GPT-2's ``<|endoftext|>`` role (separator between documents for causal LM
+  and span corruption): ``eot_id == eos_id``.
+* 2 ``<unk>``: unknown (rare: byte fallback covers every UTF-8 byte).
+* 3 ``[CLS]``, 4 ``[SEP]`` (between packed documents and at the end), 5 ``[MASK]``: BERT.
+* 6 .. 261 ``<0x00>`` .. ``<0xFF>``: byte-fallback pieces; then the learned unigram pieces up to V-S-1.
+* V-1-i for i = 0 .. S-1: T5 sentinel ``<extra_id_i>`` (T5 convention: sentinel ids count down from the top).
 
 The sentinels are not part of the SentencePiece model (as in T5's ``SentencePieceVocabulary``
 with ``extra_ids``): the model has V-S pieces and the tokenizer appends S ids after them.
@@ -230,7 +223,7 @@ class Tokenizer:
 
     @property
     def lowercase(self) -> bool:
-        return self._sp.normalize("A") == "a"
+        return "ab" in self._sp.normalize("AB")
 
     pad_id = property(lambda self: PAD_ID, doc="Padding id (0).")
     eos_id = property(lambda self: EOS_ID, doc="End-of-sequence id (1).")
