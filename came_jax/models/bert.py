@@ -386,7 +386,7 @@ def _param_counts(cfg: Config) -> tuple[int, int]:
     emb = enc["embeddings"]
     lookups = sum(size(emb.get(k, {})) for k in ("word_embeddings", "position_embeddings", "token_type_embeddings"))
     per_token = size(enc) - lookups
-    head = size(shapes["mlm_head"]) + size(emb["word_embeddings"]) + size(shapes.get("decoder_bias", []))
+    head = size(shapes.get("mlm_head", {})) + size(emb["word_embeddings"]) + size(shapes.get("decoder_bias", []))
     return per_token, head
 
 

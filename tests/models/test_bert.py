@@ -197,3 +197,6 @@ def test_presets_and_flops():
     assert "position_embeddings" not in shapes["encoder"]["embeddings"]
     out = jax.eval_shape(functools.partial(bert.logits_fn, cfg=sin), shapes, jnp.zeros((B, T), jnp.int32))
     assert out.shape == (B, T, V)
+    # cramming's final head: no transform, so the head is just the tied decoder.
+    bare = bert.get_model_config("tiny", vocab_size=V, head_transform=False)
+    assert bert.flops_per_token(bare, T, mlm_fraction=None) == 6 * (82688 + V * 64) + 12 * 2 * 64 * T
