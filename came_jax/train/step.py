@@ -92,14 +92,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], num_micro: jax.Ar
   grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), g_sum, params)
   loss = loss_sum / denom
 
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
   opt_state = registry.set_learning_rate(state.opt_state, learning_rate)
 
   def apply(operands):
     p, o = operands
     updates, o = tx.update(grads, o, p)
-    return optax.apply_updates(p, updates), o, optax.global_norm(updates)
+    return optax.apply_updates(p, updates), o, optax.tree.norm(updates)
 
   def skip(operands):
     p, o = operands
@@ -112,7 +112,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], num_micro: jax.Ar
       nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
   metrics = {
       "loss": loss, "num_tokens": n_tok, "grad_norm": grad_norm, "update_norm": update_norm,
-      "param_norm": optax.global_norm(new_params), "learning_rate": registry.get_learning_rate(new_opt_state),
+      "param_norm": optax.tree.norm(new_params), "learning_rate": registry.get_learning_rate(new_opt_state),
       "skipped": (~finite).astype(jnp.int32), "nonfinite_consecutive": consecutive,
       "nonfinite_total": new_state.nonfinite_total,
       **{k: v / denom for k, v in extra_sum.items()}}

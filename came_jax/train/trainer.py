@@ -139,9 +139,10 @@ class _Run:
     self.writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
     cleanup.callback(self.writer.close)
     self.clock = budget_lib.BudgetClock(budget_s, elapsed_s=elapsed, time_fn=time_fn)
+    self._last_eval: tuple[int, dict] = (-1, {})
     log.info("%s: %.2fM parameters, %.3g training FLOPs/token; batch %d = up to %d micro-batches of %d x %d "
-                 "tokens.", config.model.name, self.num_params / 1e6, self.flops_per_token, config.batch_size,
-                 self.max_micro, self.micro, self.seq_len)
+             "tokens.", config.model.name, self.num_params / 1e6, self.flops_per_token, config.batch_size,
+             self.max_micro, self.micro, self.seq_len)
 
   # ------------------------------------------------------------------------------------------------- pieces
   def progress(self) -> float:
@@ -158,11 +159,14 @@ class _Run:
   def evaluate(self, why: str) -> dict[str, float]:
     if self.eval_batches is None:
       return {}
+    if self._last_eval[0] == self.step:
+      return self._last_eval[1]
     with self.clock.paused():
       result = evaluate(self.eval_step, self.state.params, self.eval_batches)
     self.writer.write(self.step, {**result, "elapsed_s": self.clock.elapsed}, prefix="heldout")
     log.info("Held-out (%s) at step %d: loss %.4f, perplexity %.2f%s", why, self.step, result["loss"],
-                 result["perplexity"], f", accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+             result["perplexity"], f", accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+    self._last_eval = (self.step, result)
     return result
 
   def check_finite(self, metrics) -> None:
@@ -224,7 +228,7 @@ class _Run:
 
         if self.step % c.log_every_steps == 0:
           last_row = self.log(metrics, n_micro)
-        if at_max():
+        if at_max() or clock.exhausted():
           continue  # the final evaluation and checkpoint follow the loop
         if ((c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps)
             or (c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s)):

@@ -18,6 +18,8 @@ from came_jax.train import budget, schedules
 
 MODELS = ("bert", "gpt2", "t5")
 OBJECTIVES = ("mlm", "causal", "span")
+# What the loop uses of a model module.
+MODEL_API = ("CONFIGS", "get_model_config", "init_params", "loss_fn", "flops_per_token")
 # Names model configs use for their number of positions; a model with none of them (T5: relative
 # positions) has no maximum sequence length.
 _MAX_LEN_FIELDS = ("max_len", "max_position_embeddings", "n_positions", "block_size")
@@ -25,10 +27,16 @@ _NOT_OVERRIDES = ("name", "preset")
 
 
 def model_module(config: ml_collections.ConfigDict) -> ModuleType:
+  """`came_jax.models.<config.model.name>`; any module there with the model API can be trained."""
   name = config.model.name
-  if name not in MODELS:
-    raise ValueError(f"config.model.name={name!r} is not one of {MODELS}.")
-  return importlib.import_module(f"came_jax.models.{name}")
+  try:
+    module = importlib.import_module(f"came_jax.models.{name}")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.model.name={name!r} is not a model module (known: {MODELS}).") from e
+  missing = [a for a in MODEL_API if not hasattr(module, a)]
+  if missing:
+    raise ValueError(f"config.model.name={name!r}: came_jax.models.{name} lacks {missing} (known: {MODELS}).")
+  return module
 
 
 def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""Fixtures for the trainer tests: tiny configs on the shared sample text, one tokenizer for the session, and
+the stand-in model registered as `came_jax.models.standin`."""
+
+import importlib.util
+import pathlib
+import sys
+
+import pytest
+
+import standin  # tests/train/standin.py
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.modules.setdefault("came_jax.models.standin", standin)
+
+
+def load_config(name: str, variant: str = "tiny"):
+  """`configs/<name>.py:<variant>` as the launcher would load it (unlocked, so tests can shrink it)."""
+  spec = importlib.util.spec_from_file_location(f"_config_{name}", REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def set_dotted(config, key: str, value) -> None:
+  *parents, leaf = key.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_config(shared_data, tmp_path_factory):
+  """`make(name, **{"dotted.key": value})` -> a `:tiny` config reading the shared data, sharing one tokenizer.
+
+  `name` is a config file (`gpt2`, `bert_cramming`, `t5`) or `standin` (gpt2's tiny config with the stand-in
+  model). Runs are step-bounded (`max_steps`) and evaluate only at the end unless told otherwise.
+  """
+  from came_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp("shared_tokenizer")
+  cache = tmp_path_factory.mktemp("token_cache")
+
+  def make(name: str, **overrides):
+    c = load_config("gpt2" if name == "standin" else name)
+    if name == "standin":
+      c.model.name = "standin"
+    c.data.path = str(shared_data / "corpus" / "state_union")
+    c.data.eval_path = str(shared_data / "heldout" / "wikitext-103" / "wiki.valid.tokens")
+    c.data.cache_dir = str(cache)
+    c.data.eval_batches = 2
+    c.data.prefetch = 0 if name == "standin" else 2
+    c.tokenizer_path = str(root / "tokenizer")
+    c.max_steps = 8
+    c.log_every_steps = 1
+    c.eval.every_s = 0.0
+    c.checkpoint.every_s = 0.0
+    c.tensorboard = False
+    for k, v in overrides.items():
+      set_dotted(c, k, v)
+    return c
+
+  pipeline.build_tokenizer(make("gpt2").data, root)  # trains once, saves root/tokenizer
+  return make
