@@ -5,9 +5,10 @@ non-finite counters) and `meta` (JSON: elapsed budget seconds, the data iterator
 Saves are synchronous: they happen inside the budget clock's pauses, and a checkpoint on disk is complete
 once `save` returns, so a run killed at any moment after it resumes from it exactly.
 
-`WORKDIR/run_config.json` records the config of the run that owns the workdir. A later start whose model,
-optimizer, schedule, data or batch settings differ is refused (`IncompatibleWorkdirError`); the budget,
-`max_steps`, intervals and evaluation settings may change between a run and its resumption.
+`WORKDIR/run_config.json` records the config of the run that owns the workdir, written once setup has succeeded
+(so a run that failed on, say, a wrong data path can be fixed and restarted in the same workdir). A later start
+whose model, optimizer, schedule, data or batch settings differ is refused (`IncompatibleWorkdirError`); the
+budget, `max_steps`, intervals and evaluation settings may change between a run and its resumption.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, Optional
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
 # Config keys that define a run: a workdir holding a run that differs in any of them is refused.
@@ -50,21 +50,19 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {k: v for k, v in flat.items() if k not in NOT_COMPAT}
 
 
-def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
-  """Records this run in `workdir`, or checks that it is the run already there.
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Checks that `workdir` is fresh or holds this very run; writes nothing.
 
   Returns:
-    True if the workdir already held this run (resume), False if it was fresh.
+    True if the workdir holds this run (resume), False if it is fresh.
   Raises:
     IncompatibleWorkdirError: the workdir holds another run (or checkpoints of an unknown one).
   """
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, RUN_CONFIG)
-  identity = run_identity(config)
   if os.path.exists(path):
     with open(path) as f:
-      previous = json.load(f)
-    old, new = previous.get("identity", {}), identity
+      old = json.load(f).get("identity", {})
+    new = run_identity(config)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
       shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:8])
@@ -73,15 +71,23 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
           f"workdir {workdir!r} holds a different run; refusing to overwrite it. Differences in "
           f"config {shown}{more}. Use a new --workdir, or the original config to resume.")
     return True
-  if os.path.isdir(os.path.join(workdir, "checkpoints")) and os.listdir(os.path.join(workdir, "checkpoints")):
+  ckpts = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(ckpts) and os.listdir(ckpts):
     raise IncompatibleWorkdirError(
         f"workdir {workdir!r} holds checkpoints but no {RUN_CONFIG}; refusing to overwrite them. "
         "Use a new --workdir.")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"identity": identity, "config": json.loads(config.to_json_best_effort())}, f, indent=2)
-  os.replace(tmp, path)
   return False
+
+
+def record_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Marks `workdir` as this run's (once setup has succeeded, before the first step)."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if os.path.exists(path):
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"identity": run_identity(config), "config": json.loads(config.to_json_best_effort())}, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 def _encode(obj: Any) -> Any:
@@ -138,7 +144,3 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
-
-
-def to_host(tree: Any) -> Any:
-  return jax.tree.map(np.asarray, jax.device_get(tree))

@@ -7,10 +7,8 @@ slots are zeros the step never computes), so the jitted step always sees one sha
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shutil
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import ml_collections
 import numpy as np

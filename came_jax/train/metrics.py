@@ -8,6 +8,7 @@ pulls TensorFlow too). `WORKDIR/metrics.jsonl` carries the same rows, one JSON o
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -84,8 +85,14 @@ class MetricWriter:
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      except ImportError:
+        logging.getLogger(__name__).warning(
+            "tensorboardX is not installed: no TensorBoard events (pip install tensorboardX); "
+            "metrics.jsonl still has every row.")
+      else:
+        self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, row: dict[str, Any], prefix: str = "train") -> None:
     row = {"step": int(step), **row}

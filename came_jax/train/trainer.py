@@ -88,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   budget_s = budget_lib.parse_budget(config.budget)
   model_cfg = validation.check(config)
   model = validation.model_module(config)
-  resuming = ckpt_lib.claim_workdir(workdir, config)
+  resuming = ckpt_lib.check_workdir(workdir, config)
   log.info("%s %s:%s with %s in %s; budget %s%s.", "Resuming" if resuming else "Starting", config.model.name,
                config.model.preset, config.optimizer.name, workdir, budget_lib.format_seconds(budget_s),
                f", max_steps {config.max_steps}" if config.max_steps else "")
@@ -124,6 +124,7 @@ class _Run:
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
     self.flops_per_token = _flops_per_token(model, model_cfg, shapes, self.seq_len)
 
+    ckpt_lib.record_run(workdir, config)
     self.checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     cleanup.callback(self.checkpointer.close)
     elapsed, self.tokens_seen = 0.0, 0

@@ -189,3 +189,12 @@ def test_launcher_refuses_unknown_keys_and_bad_values(tmp_path, override, messag
   assert result.returncode != 0
   assert message in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "w").exists()
+
+
+def test_failed_setup_does_not_claim_the_workdir(tiny_config, tmp_path):
+  """A run that fails before training (here: a wrong data path) can be fixed and restarted in its workdir."""
+  bad = tiny_config("standin", max_steps=2, **{"data.path": str(tmp_path / "no_such_corpus")})
+  with pytest.raises((ValueError, FileNotFoundError)):
+    trainer.train_and_evaluate(bad, str(tmp_path / "w"))
+  assert not (tmp_path / "w" / "run_config.json").exists()
+  assert trainer.train_and_evaluate(tiny_config("standin", max_steps=2), str(tmp_path / "w"))["steps"] == 2
