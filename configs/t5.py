@@ -14,7 +14,8 @@ Tiny variant (CPU, under two minutes; 60-second budget):
 
   python -m experiments.pretrain --config configs/t5.py:tiny --workdir runs/t5_tiny
 
-Expected on a 2-core CPU: span loss falls from ~7.6 to ~5, held-out loss ~5.5 (see the README).
+Measured on a shared 2-core CPU (~80 s wall in all): ~195 steps, ~13k tokens/s, span loss from ln(2048) = 7.6
+to ~5.0, held-out (WikiText) loss ~5.2.
 Data paths are relative to the repository root, next to which ../shared/data lies.
 """
 
