@@ -9,9 +9,10 @@ at sequence length 128; the batch ramps from 128 to 8192 sequences over the firs
 the paper's betas (0.9, 0.999, 0.9999) under cramming's budget-triangle schedule (0.25 x lr rising to lr at 75%
 of the budget, then down to 0), gradient clipping at 0.5, weight decay 0.01 on matrices and embeddings only.
 Cramming's AdamW (lr 1e-3, betas 0.9/0.98, eps 1e-12) by one override: `--config.optimizer.name=adamw`.
-Expected: cramming reports an MLM loss of about 1.8-1.9 after 24 h on an A6000 with its (much larger) corpus;
-on the 24 MB sample corpus here the model will overfit long before that (repeated epochs), so treat the held-out
-WikiText loss, not the train loss, as the result. Not yet measured on a GPU with this code.
+CAME's peak rate is set to AdamW's 1e-3 for a rate-matched comparison; it is not tuned. Expected: not yet
+measured on a GPU with this code. On the 24 MB sample corpus the model sees many epochs in 24 hours and will
+overfit, so read the held-out WikiText loss, not the train loss; a real run needs a larger corpus
+(`--config.data.source=tfds --config.data.tfds_name=...`).
 
 Tiny variant (CPU, under two minutes including tokenizer training; 60-second budget):
 

@@ -1,32 +1,14 @@
 """Fixtures for the trainer tests: tiny configs on the shared sample text, one tokenizer for the session, and
 the stand-in model registered as `came_jax.models.standin`."""
 
-import importlib.util
-import pathlib
 import sys
 
 import pytest
 
 import standin  # tests/train/standin.py
+from tiny_configs import load_config, set_dotted
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.modules.setdefault("came_jax.models.standin", standin)
-
-
-def load_config(name: str, variant: str = "tiny"):
-  """`configs/<name>.py:<variant>` as the launcher would load it (unlocked, so tests can shrink it)."""
-  spec = importlib.util.spec_from_file_location(f"_config_{name}", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
-
-
-def set_dotted(config, key: str, value) -> None:
-  *parents, leaf = key.split(".")
-  node = config
-  for p in parents:
-    node = node[p]
-  node[leaf] = value
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from came_jax.optim import registry
 from came_jax.train import budget, step as step_lib, validation
-from conftest import REPO, load_config
+from tiny_configs import REPO, load_config
 
 
 @pytest.mark.parametrize("name", ["bert_cramming", "gpt2", "t5"])

@@ -15,7 +15,7 @@ import pytest
 from came_jax.train import checkpoint as ckpt_lib
 from came_jax.train import metrics as metrics_lib
 from came_jax.train import trainer
-from conftest import REPO
+from tiny_configs import REPO
 import standin
 
 
