@@ -120,23 +120,7 @@ def _factored_rsqrt(row: jax.Array, col: jax.Array, axes: tuple[int, int]) -> ja
   return jnp.expand_dims(_mean_preserving_rsqrt(row, a), b) * jnp.expand_dims(jax.lax.rsqrt(col), a)
 
 
-def _mean(x: jax.Array, axis: int) -> jax.Array:
-  """Mean over one axis; for the first axis of a matrix, as a vector-matrix product.
-
-  XLA:CPU reduces a row-major matrix over its first axis (a strided "column" reduction) at about half the speed
-  of a matrix-vector product, which reads the matrix once in order.
-  """
-  if x.ndim == 2 and axis == 0:
-    return jnp.dot(jnp.full((x.shape[0],), 1.0 / x.shape[0], x.dtype), x, precision=jax.lax.Precision.HIGHEST)
-  return jnp.mean(x, axis=axis)
-
-
-def _sum_of_outer_scaled(x: jax.Array, row: jax.Array, col: jax.Array, axes: tuple[int, int]) -> jax.Array:
-  """sum(x · (row ⊗ col)) for row/col statistics of the factored axes; a matrix-vector product for matrices."""
-  a, b = axes
-  if x.ndim == 2:
-    return jnp.dot(jnp.dot(x, col, precision=jax.lax.Precision.HIGHEST), row, precision=jax.lax.Precision.HIGHEST)
-  return jnp.sum(x * jnp.expand_dims(row, b) * jnp.expand_dims(col, a))
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _rms(x: jax.Array) -> jax.Array:
@@ -156,6 +140,7 @@ def scale_by_came(
     momentum_dtype: MomentumDtype = "float32",
     quantization_block_size: Optional[int] = None,
     min_quantized_size: Optional[int] = None,
+    chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
 ) -> optax.GradientTransformation:
   """Rescales updates with CAME's factored second moment and confidence correction (no learning rate).
 
@@ -175,6 +160,12 @@ def scale_by_came(
     quantization_block_size: block length for ``"int8"`` momentum; default 256.
     min_quantized_size: leaves with fewer elements (and scalars) keep fp32 momentum under ``"int8"``; default
       4096.
+    chunk_bytes: matrices larger than this many fp32 bytes are processed in blocks of whole rows, each pass
+      over a block running while it is in cache, with no full-size temporaries (on XLA:CPU a full-size
+      temporary is a fresh allocation, page-faulted in on every step). ``None`` never chunks; ``"auto"``
+      chunks at 2 MiB on a single-device CPU backend and never elsewhere (GPU/TPU compilers fuse the passes
+      themselves, and chunking a sharded row axis would gather it). Numerics are the same either way, up to
+      the order of float32 sums.
 
   The three structural integers default to ``None`` (meaning the defaults above) so that
   ``optax.inject_hyperparams``, which turns every numeric argument into a traced array, leaves them static.
@@ -208,6 +199,21 @@ def scale_by_came(
                       ("min_quantized_size", min_quantized_size)):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"CAME: `{name}` must be a positive integer, got {value!r}")
+
+  if chunk_bytes == "auto":
+    chunk_bytes = 1 << 21 if jax.default_backend() == "cpu" and jax.device_count() == 1 else None
+  if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool)
+                                  or chunk_bytes < 1):
+    raise ValueError(f"CAME: `chunk_bytes` must be a positive integer, None or 'auto', got {chunk_bytes!r}")
+
+  def rows_per_chunk(shape: tuple[int, ...]) -> int:
+    """Rows per block of a matrix: the largest divisor of its row count whose block fits in chunk_bytes."""
+    rows, cols = shape
+    if chunk_bytes is None or rows * cols * 4 <= chunk_bytes:
+      return rows
+    fit = max(1, chunk_bytes // (cols * 4))
+    best = max(d for d in range(1, min(rows, fit) + 1) if rows % d == 0)
+    return best if best >= 8 else rows  # no useful divisor: one block
 
   def layout(shape: tuple[int, ...]) -> _Layout:
     size = 1
@@ -271,32 +277,76 @@ def scale_by_came(
       return _LeafUpdate(step=load_mu(mu, lay).astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                          r_row=r_row, r_col=r_col)
 
-    # Factored leaf, written for XLA:CPU's fusion (see experiments/README.md): g² is written once and read by
-    # both mean reductions; the RMS of the preconditioned update g·(r ⊗ c) comes from g² by a matrix-vector
-    # product, so the update is never written out just to be reduced; the new momentum is written once (in
-    # place when the state is donated), the instability once for its two reductions, and the step is fused
-    # into the caller's parameter update.
+    if g.ndim == 2:
+      return update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape))
     a, b = lay.axes
     grad = g.astype(jnp.float32)
     grad_sq = jnp.square(grad)
     v_row = b2 * v_row + (1.0 - b2) * (jnp.mean(grad_sq, axis=b) + eps1)
-    v_col = b2 * v_col + (1.0 - b2) * (_mean(grad_sq, axis=a) + eps1)
+    v_col = b2 * v_col + (1.0 - b2) * (jnp.mean(grad_sq, axis=a) + eps1)
     row_factor = _mean_preserving_rsqrt(v_row, a)
     col_factor = jax.lax.rsqrt(v_col)
-    u_sq_sum = _sum_of_outer_scaled(grad_sq, jnp.square(row_factor), jnp.square(col_factor), lay.axes)
-    u_rms = jnp.sqrt(u_sq_sum / grad.size)
-    # û = g · (row' ⊗ col), with the clipping folded into the small row factor.
-    row_factor = row_factor / jnp.maximum(1.0, u_rms / clip_threshold)
     u = grad * jnp.expand_dims(row_factor, b) * jnp.expand_dims(col_factor, a)
-    # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses, so only the
-    # stored copy is written. res is computed from the new momentum, so that the old one is dead once it is
-    # written (in place, when the state is donated).
+    u = u / jnp.maximum(1.0, _rms(u) / clip_threshold)
+    # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
     mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u, lay)
-    m = load_mu(mu, lay)
-    res = jnp.square(u - m) + eps2
+    res = jnp.square(u - load_mu(mu, lay)) + eps2
     r_row = b3 * r_row + (1.0 - b3) * jnp.mean(res, axis=b)
-    r_col = b3 * r_col + (1.0 - b3) * _mean(res, axis=a)
-    step = m * _factored_rsqrt(r_row, r_col, lay.axes)
+    r_col = b3 * r_col + (1.0 - b3) * jnp.mean(res, axis=a)
+    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes)
+    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
+                       r_row=r_row, r_col=r_col)
+
+  def update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, chunk) -> _LeafUpdate:
+    """A factored [rows, cols] leaf, in blocks of `chunk` whole rows (one block when it fits in cache).
+
+    Three passes over the blocks, each needing a statistic of the whole matrix from the one before: (1) row
+    and column means of g²; (2) the RMS of the preconditioned update, Σ_i r_i² Σ_j g²_ij c_j², as a matrix-
+    vector product (the update is never written out); (3) the new momentum, written in place, and the row and
+    column means of the instability. The step itself is left as an elementwise expression of the new momentum,
+    for XLA to fuse into the caller's parameter update. Column sums are vector-matrix products: XLA:CPU reads
+    a row-major block faster that way than with a strided reduction.
+    """
+    rows, cols = g.shape
+    starts = jnp.arange(0, rows, chunk)
+    block = lambda x, i: jax.tree.map(lambda y: jax.lax.dynamic_slice_in_dim(y, i, chunk, 0), x)  # noqa: E731
+    column_sum = lambda x: jnp.dot(jnp.ones((chunk,), x.dtype), x, precision=_HIGHEST)  # noqa: E731
+
+    def grad_sq_stats(col_sum, i):
+      sq = jnp.square(block(g, i).astype(jnp.float32))
+      return col_sum + column_sum(sq), jnp.mean(sq, axis=1)
+
+    col_sum, row_means = jax.lax.scan(grad_sq_stats, jnp.zeros((cols,), jnp.float32), starts)
+    v_row = b2 * v_row + (1.0 - b2) * (row_means.reshape(rows) + eps1)
+    v_col = b2 * v_col + (1.0 - b2) * (col_sum / rows + eps1)
+    row_factor = _mean_preserving_rsqrt(v_row, 0)
+    col_factor = jax.lax.rsqrt(v_col)
+
+    def sum_u_sq(total, i):
+      sq = jnp.square(block(g, i).astype(jnp.float32))
+      per_row = jnp.dot(sq, jnp.square(col_factor), precision=_HIGHEST)
+      return total + jnp.dot(per_row, jnp.square(block(row_factor, i)), precision=_HIGHEST), None
+
+    u_sq_sum, _ = jax.lax.scan(sum_u_sq, jnp.zeros([], jnp.float32), starts)
+    # û = g · (r' ⊗ c): the clipping is folded into the row factor.
+    row_factor = row_factor / jnp.maximum(1.0, jnp.sqrt(u_sq_sum / g.size) / clip_threshold)
+
+    def momentum_and_instability(carry, i):
+      mu_all, col_sum = carry
+      u = block(g, i).astype(jnp.float32) * block(row_factor, i)[:, None] * col_factor
+      # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
+      stored = store_mu(b1 * load_mu(block(mu_all, i), lay) + (1.0 - b1) * u, lay)
+      mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all, stored)
+      # Read back from the updated matrix: nothing reads the old block after the in-place write, which would
+      # otherwise make XLA copy the whole matrix on every iteration.
+      res = jnp.square(u - load_mu(block(mu_all, i), lay)) + eps2
+      return (mu_all, col_sum + column_sum(res)), jnp.mean(res, axis=1)
+
+    (mu, res_col_sum), res_row_means = jax.lax.scan(
+        momentum_and_instability, (mu, jnp.zeros((cols,), jnp.float32)), starts)
+    r_row = b3 * r_row + (1.0 - b3) * res_row_means.reshape(rows)
+    r_col = b3 * r_col + (1.0 - b3) * (res_col_sum / rows)
+    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1))
     return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                        r_row=r_row, r_col=r_col)
 
@@ -366,6 +416,7 @@ def came(
     momentum_dtype: MomentumDtype = "float32",
     quantization_block_size: Optional[int] = None,
     min_quantized_size: Optional[int] = None,
+    chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
 ) -> optax.GradientTransformation:
   """The CAME optimizer: :func:`scale_by_came`, decoupled weight decay, then the learning rate.
 
@@ -375,8 +426,8 @@ def came(
     weight_decay: decoupled weight decay, scaled by the learning rate (``p ← p − lr·wd·p − lr·step``).
     mask: a tree of booleans (or a function of the params returning one) saying which leaves are decayed; by
       default every leaf is.
-    factoring, min_dim_size_to_factor, momentum_dtype, quantization_block_size, min_quantized_size: see
-      :func:`scale_by_came`.
+    factoring, min_dim_size_to_factor, momentum_dtype, quantization_block_size, min_quantized_size,
+      chunk_bytes: see :func:`scale_by_came`.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -405,6 +456,7 @@ def came(
           b1, b2, b3, eps1, eps2, clip_threshold,
           factoring=factoring, min_dim_size_to_factor=min_dim_size_to_factor, momentum_dtype=momentum_dtype,
           quantization_block_size=quantization_block_size, min_quantized_size=min_quantized_size,
+          chunk_bytes=chunk_bytes,
       )
   ]
   if not (isinstance(weight_decay, (int, float)) and weight_decay == 0.0):

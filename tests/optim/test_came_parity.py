@@ -19,12 +19,14 @@ SHAPES = {
     "col": (9, 1),
     "rank3": (3, 4, 5),
     "rank4": (2, 3, 4, 6),
+    "tall": (32, 24),  # split into 4 blocks of 8 rows when chunk_bytes=768
 }
 NUM_STEPS = 60
 
 
-def _max_rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
-  scale = max(np.max(np.abs(ref)), 1e-30)
+def _max_rel_error(ours: np.ndarray, ref: np.ndarray, scale: float = 0.0) -> float:
+  """max |ours - ref| relative to the leaf's magnitude: max |ref|, or `scale` if larger."""
+  scale = max(np.max(np.abs(ref)), scale, 1e-30)
   return float(np.max(np.abs(ours - ref)) / scale) if ref.size else 0.0
 
 
@@ -37,7 +39,8 @@ def _max_rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
         (5e-3, (0.95, 0.9, 0.99), 2.0, 0.01),  # loose clipping, fast instability EMA
     ],
 )
-def test_matches_came_pytorch(lr, betas, clip_threshold, weight_decay):
+@pytest.mark.parametrize("chunk_bytes", [None, 768])
+def test_matches_came_pytorch(lr, betas, clip_threshold, weight_decay, chunk_bytes):
   rng = np.random.default_rng(0)
   init = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
   # Gradients with a persistent component so momentum and instability evolve non-trivially.
@@ -48,14 +51,16 @@ def test_matches_came_pytorch(lr, betas, clip_threshold, weight_decay):
       for t in range(NUM_STEPS)
   ]
 
-  # The reference runs in float64 so that its per-step update (a parameter difference) is exact enough to
-  # compare with ours, which we read directly from `tx.update`; its float32 parameters are compared too.
-  torch_params = {k: torch.nn.Parameter(torch.tensor(v, dtype=torch.float64)) for k, v in init.items()}
-  ref = CAME(list(torch_params.values()), lr=lr, betas=betas, clip_threshold=clip_threshold,
-             weight_decay=weight_decay)
+  # Two reference runs: in float32, as users run it, for the parameters; in float64 for the per-step update, a
+  # parameter difference that float32 would round too coarsely to compare with ours (read from `tx.update`).
+  references = {}
+  for dtype in (torch.float32, torch.float64):
+    tensors = {k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in init.items()}
+    references[dtype] = (tensors, CAME(list(tensors.values()), lr=lr, betas=betas,
+                                       clip_threshold=clip_threshold, weight_decay=weight_decay))
 
   tx = came_jax.came(lr, b1=betas[0], b2=betas[1], b3=betas[2], clip_threshold=clip_threshold,
-                     weight_decay=weight_decay)
+                     weight_decay=weight_decay, chunk_bytes=chunk_bytes)
   params = jax.tree.map(jnp.asarray, init)
   state = tx.init(params)
 
@@ -65,14 +70,17 @@ def test_matches_came_pytorch(lr, betas, clip_threshold, weight_decay):
     return optax.apply_updates(params, updates), updates, state
 
   for t in range(NUM_STEPS):
-    before = {k: p.detach().numpy().copy() for k, p in torch_params.items()}
-    for k, p in torch_params.items():
-      p.grad = torch.tensor(grads[t][k], dtype=torch.float64)
-    ref.step()
+    f32, f64 = references[torch.float32][0], references[torch.float64][0]
+    before = {k: p.detach().numpy().copy() for k, p in f64.items()}
+    for tensors, opt in references.values():
+      for k, p in tensors.items():
+        p.grad = torch.tensor(grads[t][k], dtype=p.dtype)
+      opt.step()
     params, updates, state = step(params, state, jax.tree.map(jnp.asarray, grads[t]))
     for k in SHAPES:
-      ref_param = torch_params[k].detach().numpy()
-      err = _max_rel_error(np.asarray(updates[k]), ref_param - before[k])
+      err = _max_rel_error(np.asarray(updates[k]), f64[k].detach().numpy() - before[k])
       assert err <= 1e-5, f"update of {k} {SHAPES[k]} at step {t}: relative error {err:.2e}"
-      err = _max_rel_error(np.asarray(params[k]), ref_param)
+      # Relative to the parameter's own scale (its initial magnitude, or now if larger): a scalar that passes
+      # through zero would otherwise turn float32 rounding into an unbounded relative error.
+      err = _max_rel_error(np.asarray(params[k]), f32[k].detach().numpy(), float(np.max(np.abs(init[k]))))
       assert err <= 1e-5, f"param {k} {SHAPES[k]} at step {t}: relative error {err:.2e}"
