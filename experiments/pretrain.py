@@ -24,8 +24,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  # Progress and results from came_jax at INFO; other libraries (orbax, jax) at WARNING.
-  logging.set_verbosity(logging.WARNING)
+  # Progress and results from came_jax at INFO; other libraries (orbax, jax) at WARNING unless --verbosity says.
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   std_logging.getLogger("came_jax").setLevel(std_logging.INFO)
   trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -24,9 +24,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 # Config keys that define a run: a workdir holding a run that differs in any of them is refused.
-COMPAT_KEYS = ("model", "optimizer", "schedule", "data", "batch_size", "batch_ramp", "seed", "tokenizer_path")
-# ... except these, which only say where files are or how evaluation and prefetching run.
-NOT_COMPAT = ("data.eval_path", "data.eval_batches", "data.prefetch", "data.cache_dir", "tokenizer_path")
+COMPAT_KEYS = ("model", "optimizer", "schedule", "data", "batch_size", "batch_ramp", "seed")
+# ... except these, which only say where caches are or how evaluation and prefetching run.
+NOT_COMPAT = ("data.eval_path", "data.eval_batches", "data.prefetch", "data.cache_dir")
 RUN_CONFIG = "run_config.json"
 
 

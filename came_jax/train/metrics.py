@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from typing import Any, Optional
 
@@ -37,19 +38,23 @@ PEAK_FLOPS = (
 
 
 def peak_flops(device_kind: str) -> Optional[float]:
-  """Peak FLOP/s of one device of this kind, or None (CPU and unknown devices: MFU is 'n/a')."""
+  """Peak FLOP/s of one device of this kind, or None (CPU and unknown devices: MFU is 'n/a').
+
+  Names match as whole words, so an "L40S" is not taken for an "L4".
+  """
   kind = device_kind.lower()
   if "cpu" in kind:
     return None
   for name, flops in PEAK_FLOPS:
-    if name in kind:
+    if re.search(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", kind):
       return flops
   return None
 
 
 def mfu(tokens_per_sec: float, flops_per_token: float, devices: Optional[list] = None) -> Optional[float]:
-  """Model FLOPs utilisation in [0, 1] of all local devices, or None where the peak is unknown."""
-  devices = devices if devices is not None else jax.local_devices()
+  """Model FLOPs utilisation in [0, 1] of `devices` (default: the first device, which the trainer uses), or
+  None where a peak is unknown."""
+  devices = devices if devices is not None else jax.devices()[:1]
   peaks = [peak_flops(d.device_kind) for d in devices]
   if not peaks or any(p is None for p in peaks):
     return None
