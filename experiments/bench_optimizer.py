@@ -11,8 +11,6 @@ the same shapes (``optimizer.step()`` on CPU, float32, with as many threads as J
   python -m experiments.bench_optimizer --models "GPT-2 small (124M)" "T5-base (v1.1)" --steps 10
 
 Rows are interleaved (one timed step of each optimizer in turn) so that background load hits them alike.
-The last column is XLA's own count of the bytes the compiled step reads and writes (``cost_analysis``), in
-multiples of the parameter bytes: the step is memory-bound, so this is where the time goes.
 """
 
 import argparse
@@ -53,9 +51,6 @@ class _JaxRunner:
       return optax.apply_updates(params, updates), state
 
     self._step = step
-    cost = step.lower(self.params, self.state, grads).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    self.bytes_accessed = cost.get("bytes accessed", float("nan"))
 
   def __call__(self) -> float:
     start = time.perf_counter()
@@ -73,7 +68,6 @@ class _TorchRunner:
     self.tensors = [torch.nn.Parameter(torch.from_numpy(np.array(p))) for p in jax.tree.leaves(params)]
     for t, g in zip(self.tensors, jax.tree.leaves(grads)):
       t.grad = torch.from_numpy(np.array(g))
-    self.bytes_accessed = float("nan")
     self.opt = make(self.tensors)
     self() # creates the state
     self.state_bytes = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
@@ -128,14 +122,12 @@ def bench_model(name: str, steps: int, warmup: int, include: list[str] | None) -
   print(f"\n### {name}: {sum(x.size for x in jax.tree.leaves(shapes)) / 1e6:.1f}M params, "
         f"{len(jax.tree.leaves(shapes))} tensors, {jax.devices()[0].device_kind}, "
         f"median of {steps} steps after {warmup} warm-up\n")
-  print("| optimizer | step (ms) | min (ms) | vs optax.adamw | state bytes / param bytes "
-        "| XLA bytes accessed / param bytes |")
-  print("|---|---:|---:|---:|---:|---:|")
+  print("| optimizer | step (ms) | min (ms) | vs optax.adamw | state bytes / param bytes |")
+  print("|---|---:|---:|---:|---:|")
   for label, run in runners.items():
     ratio = f"{median[label] / base:.2f}×" if base else "n/a"
-    moved = "n/a" if run.bytes_accessed != run.bytes_accessed else f"{run.bytes_accessed / param_bytes:.1f}"
     print(f"| {label} | {median[label] * 1e3:.1f} | {min(times[label]) * 1e3:.1f} | {ratio} | "
-          f"{run.state_bytes / param_bytes:.3f} | {moved} |")
+          f"{run.state_bytes / param_bytes:.3f} |")
 
 
 def main() -> None:

@@ -331,19 +331,27 @@ def scale_by_came(
     # û = g · (r' ⊗ c): the clipping is folded into the row factor.
     row_factor = row_factor / jnp.maximum(1.0, jnp.sqrt(u_sq_sum / g.size) / clip_threshold)
 
+    # A bf16 momentum travels through the loop as its uint16 bits: XLA would otherwise rewrite the in-place
+    # bf16 write of each block into a float32 round trip of the whole matrix on every iteration.
+    as_bits = momentum_dtype == "bfloat16" and not lay.quantized
+    to_carry = lambda x: jax.lax.bitcast_convert_type(x, jnp.uint16) if as_bits else x  # noqa: E731
+    from_carry = lambda x: jax.lax.bitcast_convert_type(x, jnp.bfloat16) if as_bits else x  # noqa: E731
+
     def momentum_and_instability(carry, i):
       mu_all, col_sum = carry
       u = block(g, i).astype(jnp.float32) * block(row_factor, i)[:, None] * col_factor
       # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-      stored = store_mu(b1 * load_mu(block(mu_all, i), lay) + (1.0 - b1) * u, lay)
-      mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all, stored)
+      stored = store_mu(b1 * load_mu(from_carry(block(mu_all, i)), lay) + (1.0 - b1) * u, lay)
+      mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all,
+                            to_carry(stored))
       # Read back from the updated matrix: nothing reads the old block after the in-place write, which would
       # otherwise make XLA copy the whole matrix on every iteration.
-      res = jnp.square(u - load_mu(block(mu_all, i), lay)) + eps2
+      res = jnp.square(u - load_mu(from_carry(block(mu_all, i)), lay)) + eps2
       return (mu_all, col_sum + column_sum(res)), jnp.mean(res, axis=1)
 
     (mu, res_col_sum), res_row_means = jax.lax.scan(
-        momentum_and_instability, (mu, jnp.zeros((cols,), jnp.float32)), starts)
+        momentum_and_instability, (to_carry(mu), jnp.zeros((cols,), jnp.float32)), starts)
+    mu = from_carry(mu)
     r_row = b3 * r_row + (1.0 - b3) * res_row_means.reshape(rows)
     r_col = b3 * r_col + (1.0 - b3) * (res_col_sum / rows)
     step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1))
