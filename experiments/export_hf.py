@@ -1,0 +1,37 @@
+r"""Exports a pretraining run to a Hugging Face folder: the only place flags are defined.
+
+  python -m experiments.export_hf --workdir RUN_DIR --out HF_DIR [--step N]
+
+GPT-2 -> GPT2LMHeadModel, T5 -> T5ForConditionalGeneration, original-layout BERT -> BertForMaskedLM, each with
+config.json, model.safetensors, tokenizer.model and tokenizer_config.json. A crammed BERT is refused with an error
+naming the features Hugging Face BERT lacks (see came_jax/export.py).
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from came_jax import export
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Pretraining run directory (experiments/pretrain.py --workdir).")
+flags.DEFINE_string("out", None, "Output folder for the Hugging Face files.")
+flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
+flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  # Progress and results from came_jax at INFO; other libraries (orbax, jax) at WARNING unless --verbosity says.
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    out = export.export_run(FLAGS.workdir, FLAGS.out, FLAGS.step)
+  except export.UnsupportedLayoutError as e:
+    raise SystemExit(f"Not exported: {e}") from None
+  print(f"Exported {FLAGS.workdir} to {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
