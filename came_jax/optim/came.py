@@ -31,6 +31,8 @@ References:
 """
 
 import dataclasses
+import functools
+import zlib
 from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
 import jax
@@ -38,6 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from came_jax.optim import quantization
+from came_jax.optim import rounding
 
 FactoringPolicy = Literal["last_two", "largest_two"]
 MomentumDtype = Literal["float32", "bfloat16", "int8"]
@@ -155,8 +158,10 @@ def scale_by_came(
       axes) or ``"largest_two"`` (optax/t5x Adafactor: the two largest axes, when the smaller of them is at least
       ``min_dim_size_to_factor``; other tensors keep a full second moment and take no confidence step).
     min_dim_size_to_factor: see ``factoring``; ignored by ``"last_two"``; default 128.
-    momentum_dtype: ``"float32"`` (reference), ``"bfloat16"``, or ``"int8"`` (block-wise companded 8-bit codes with
-      one fp32 scale per ``quantization_block_size`` elements along the last axis). All arithmetic is fp32.
+    momentum_dtype: ``"float32"`` (reference), ``"bfloat16"`` (stochastically rounded: with round-to-nearest the
+      average stalls within ~2 % of its input, which misleads CAME's instability estimate; see
+      experiments/README.md), or ``"int8"`` (block-wise companded 8-bit codes with one fp32 scale per
+      ``quantization_block_size`` elements along the last axis). All arithmetic is fp32.
     quantization_block_size: block length for ``"int8"`` momentum; default 256.
     min_quantized_size: leaves with fewer elements (and scalars) keep fp32 momentum under ``"int8"``; default
       4096.
@@ -222,10 +227,13 @@ def scale_by_came(
     quantized = momentum_dtype == "int8" and len(shape) >= 1 and size >= min_quantized_size
     return _Layout(_factored_axes(shape, factoring, min_dim_size_to_factor), quantized)
 
-  def store_mu(mu: jax.Array, lay: _Layout):
+  def store_mu(mu: jax.Array, lay: _Layout, dither: Callable[[tuple[int, ...]], jax.Array]):
+    """The momentum in its storage format. `dither(shape)` gives the random bits for bf16 rounding."""
     if lay.quantized:
       return quantization.quantize(mu, quantization_block_size)
-    return mu.astype(jnp.bfloat16 if momentum_dtype == "bfloat16" else jnp.float32)
+    if momentum_dtype == "bfloat16":
+      return rounding.to_bfloat16(mu, dither(mu.shape))
+    return mu
 
   def load_mu(mu, lay: _Layout) -> jax.Array:
     if lay.quantized:
@@ -267,18 +275,21 @@ def scale_by_came(
         r_row=field("r_row"), r_col=field("r_col"),
     )
 
-  def update_leaf(g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
+  def update_leaf(count, path, g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
     lay = layout(tuple(g.shape))
+    salt = zlib.crc32(jax.tree_util.keystr(path).encode())
+    dither = lambda shape, first=0: rounding.random_bits(shape, first, count, salt)  # noqa: E731
     if lay.axes is None:
       grad = g.astype(jnp.float32)
       v = b2 * v + (1.0 - b2) * (jnp.square(grad) + eps1)
       u = grad * jax.lax.rsqrt(v)
-      mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay)
+      mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay,
+                    dither)
       return _LeafUpdate(step=load_mu(mu, lay).astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                          r_row=r_row, r_col=r_col)
 
     if g.ndim == 2:
-      return update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape))
+      return update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape), dither)
     a, b = lay.axes
     grad = g.astype(jnp.float32)
     grad_sq = jnp.square(grad)
@@ -289,7 +300,7 @@ def scale_by_came(
     u = grad * jnp.expand_dims(row_factor, b) * jnp.expand_dims(col_factor, a)
     u = u / jnp.maximum(1.0, _rms(u) / clip_threshold)
     # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-    mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u, lay)
+    mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u, lay, dither)
     res = jnp.square(u - load_mu(mu, lay)) + eps2
     r_row = b3 * r_row + (1.0 - b3) * jnp.mean(res, axis=b)
     r_col = b3 * r_col + (1.0 - b3) * jnp.mean(res, axis=a)
@@ -297,7 +308,7 @@ def scale_by_came(
     return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                        r_row=r_row, r_col=r_col)
 
-  def update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, chunk) -> _LeafUpdate:
+  def update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, chunk, dither) -> _LeafUpdate:
     """A factored [rows, cols] leaf, in blocks of `chunk` whole rows (one block when it fits in cache).
 
     Three passes over the blocks, each needing a statistic of the whole matrix from the one before: (1) row
@@ -341,7 +352,8 @@ def scale_by_came(
       mu_all, col_sum = carry
       u = block(g, i).astype(jnp.float32) * block(row_factor, i)[:, None] * col_factor
       # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-      stored = store_mu(b1 * load_mu(from_carry(block(mu_all, i)), lay) + (1.0 - b1) * u, lay)
+      stored = store_mu(b1 * load_mu(from_carry(block(mu_all, i)), lay) + (1.0 - b1) * u, lay,
+                        lambda shape: dither(shape, i * cols))
       mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all,
                             to_carry(stored))
       # Read back from the updated matrix: nothing reads the old block after the in-place write, which would
@@ -360,8 +372,9 @@ def scale_by_came(
 
   def update_fn(updates, state, params=None):
     del params
-    leaves = jax.tree.map(update_leaf, updates, state.mu, state.v_row, state.v_col, state.v,
-                          state.r_row, state.r_col)
+    leaves = jax.tree_util.tree_map_with_path(
+        functools.partial(update_leaf, state.count), updates, state.mu, state.v_row, state.v_col, state.v,
+        state.r_row, state.r_col)
     field = _fields_getter(leaves)
     new_state = ScaleByCameState(
         count=optax.safe_increment(state.count),
