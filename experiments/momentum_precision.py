@@ -1,13 +1,15 @@
 r"""Does CAME train as well with bf16 or 8-bit momentum as with fp32? Same run, three momentum dtypes.
 
-Pretrains the same model (same seed, data order and step count) with CAME keeping its momentum in float32,
-bfloat16 and block-wise 8-bit codes, and prints the final train loss (mean of the last logged steps), the
-held-out loss and the optimizer-state bytes of each, with differences to float32.
+Pretrains the same model (same seeds, data order and step count) with CAME keeping its momentum in float32,
+bfloat16 (stochastically rounded) and block-wise 8-bit codes, and prints, per seed and averaged, the final
+train loss (mean of the last logged steps) and the held-out loss, with differences to float32, and the
+optimizer-state bytes.
 
   python -m experiments.momentum_precision --config configs/bert_cramming.py:tiny --workdir runs/momentum \
-      --config.data.path=../shared/data/corpus --config.max_steps=400 --config.budget=1h
+      --config.data.path=../shared/data/corpus --config.max_steps=400 --config.budget=1h --seeds=0,1,2
 
-Each run goes through the real trainer (`train_and_evaluate`) into WORKDIR/<dtype>; rerunning resumes them.
+Each run goes through the real trainer (`train_and_evaluate`) into WORKDIR/seed<k>/<dtype>; rerunning resumes
+them. `--seeds` sets both `config.seed` (init, dropout) and `config.data.seed` (data order, masking).
 """
 
 import functools
@@ -30,6 +32,7 @@ config_flags.DEFINE_config_file("config", None, "Pretraining configuration (a co
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding one run per momentum dtype.")
 flags.DEFINE_integer("last", 5, "Number of final logged steps whose train loss is averaged.")
+flags.DEFINE_list("seeds", ["0"], "Seeds to run; each sets config.seed and config.data.seed.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 DTYPES = ("float32", "bfloat16", "int8")
@@ -37,7 +40,7 @@ DTYPES = ("float32", "bfloat16", "int8")
 
 def _final_train_loss(workdir: str, last: int) -> float:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    losses = [row["loss"] for row in map(json.loads, f) if "loss" in row]
+    losses = [row["loss"] for row in map(json.loads, f) if row.get("split") == "train"]
   tail = losses[-last:]
   return sum(tail) / len(tail)
 
@@ -50,28 +53,34 @@ def main(argv):
   base = FLAGS.config
   if base.optimizer.name != "came":
     raise app.UsageError("--config.optimizer.name must be 'came' for this experiment")
-  rows = {}
-  for dtype in DTYPES:
-    config = base.copy_and_resolve_references()
-    config.optimizer.came.momentum_dtype = dtype
-    workdir = os.path.join(FLAGS.workdir, dtype)
-    summary = trainer.train_and_evaluate(config, workdir)
-    tx = registry.make(config.optimizer)
-    model, model_cfg = validation.model_module(config), validation.check(config)
-    params = jax.eval_shape(functools.partial(model.init_params, model_cfg), jax.random.PRNGKey(0))
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(tx.init, params)))
-    rows[dtype] = (summary, _final_train_loss(workdir, FLAGS.last), state_bytes)
+  results = {}  # (seed, dtype) -> (final train loss, held-out loss)
+  state_bytes = {}
+  for seed in map(int, FLAGS.seeds):
+    for dtype in DTYPES:
+      config = base.copy_and_resolve_references()
+      config.seed, config.data.seed = seed, seed
+      config.optimizer.came.momentum_dtype = dtype
+      workdir = os.path.join(FLAGS.workdir, f"seed{seed}", dtype)
+      summary = trainer.train_and_evaluate(config, workdir)
+      results[seed, dtype] = (_final_train_loss(workdir, FLAGS.last), summary["heldout_loss"])
+      if dtype not in state_bytes:
+        model, model_cfg = validation.model_module(config), validation.check(config)
+        params = jax.eval_shape(functools.partial(model.init_params, model_cfg), jax.random.PRNGKey(0))
+        state = jax.eval_shape(registry.make(config.optimizer).init, params)
+        state_bytes[dtype] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
 
-  ref_train, ref_heldout = rows["float32"][1], rows["float32"][0]["heldout_loss"]
-  steps = rows["float32"][0]["steps"]
-  print(f"\n### CAME momentum precision: {base.model.name}:{base.model.preset}, {steps} steps, "
-        f"seed {base.seed}\n")
-  print("| momentum | final train loss | Δ vs fp32 | held-out loss | Δ vs fp32 | optimizer state (MB) |")
-  print("|---|---:|---:|---:|---:|---:|")
-  for dtype, (summary, train_loss, state_bytes) in rows.items():
-    heldout = summary["heldout_loss"]
-    print(f"| {dtype} | {train_loss:.4f} | {train_loss - ref_train:+.4f} | {heldout:.4f} | "
-          f"{heldout - ref_heldout:+.4f} | {state_bytes / 1e6:.2f} |")
+  print(f"\n### CAME momentum precision: {base.model.name}:{base.model.preset}, {base.max_steps} steps, "
+        f"seeds {','.join(FLAGS.seeds)}\n")
+  print("| seed | momentum | final train loss | Δ vs fp32 | held-out loss | Δ vs fp32 | optimizer state (MB) |")
+  print("|---|---|---:|---:|---:|---:|---:|")
+  seeds = [int(s) for s in FLAGS.seeds]
+  for seed in seeds + ["mean"]:
+    for dtype in DTYPES:
+      pick = lambda d: ([results[s, d] for s in seeds] if seed == "mean" else [results[seed, d]])  # noqa: E731
+      train, heldout = (sum(v) / len(v) for v in zip(*pick(dtype)))
+      ref_train, ref_heldout = (sum(v) / len(v) for v in zip(*pick("float32")))
+      print(f"| {seed} | {dtype} | {train:.4f} | {train - ref_train:+.4f} | {heldout:.4f} | "
+            f"{heldout - ref_heldout:+.4f} | {state_bytes[dtype] / 1e6:.2f} |")
 
 
 if __name__ == "__main__":

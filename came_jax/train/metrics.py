@@ -100,11 +100,11 @@ class MetricWriter:
         self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, row: dict[str, Any], prefix: str = "train") -> None:
-    row = {"step": int(step), **row}
+    row = {"step": int(step), "split": prefix, **row}
     self._jsonl.write(json.dumps(row, default=_json_default) + "\n")
     if self._tb is not None:
       for k, v in row.items():
-        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if k not in ("step", "split") and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
           self._tb.add_scalar(f"{prefix}/{k}", v, int(step))
 
   def flush(self) -> None:
