@@ -14,6 +14,9 @@ measured on a GPU with this code. On the 24 MB sample corpus the model sees many
 overfit, so read the held-out WikiText loss, not the train loss; a real run needs a larger corpus
 (`--config.data.source=tfds --config.data.tfds_name=...`).
 
+On several GPUs: `--config.mesh.data=-1` (data-parallel) or `--config.mesh.fsdp=-1` (params and optimizer state
+sharded too); on several hosts also `--config.distributed.*` (see README.md). The batch sizes are global.
+
 Tiny variant (CPU, under two minutes including tokenizer training; 60-second budget):
 
   python -m experiments.pretrain --config configs/bert_cramming.py:tiny --workdir runs/bert_tiny
@@ -28,6 +31,7 @@ import ml_collections
 
 from came_jax.data import pipeline
 from came_jax.optim import registry
+from came_jax.train import sharding
 
 
 def get_config(arg=None):
@@ -71,6 +75,10 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict(dict(every_steps=0, every_s=3600.0))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=0, every_s=1800.0, max_to_keep=2))
   c.tensorboard = True
+  # Devices: data-parallel x fully-sharded axes (-1: the remaining devices); default one device. Multi-host: the
+  # coordinator and process count (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID).
+  c.mesh = sharding.mesh_config()
+  c.distributed = sharding.distributed_config()
 
   if variant == "tiny":
     c.model.update(dict(preset="tiny", dtype="float32"))

@@ -23,6 +23,7 @@ import ml_collections
 
 from came_jax.data import pipeline
 from came_jax.optim import registry
+from came_jax.train import sharding
 
 
 def get_config(arg=None):
@@ -65,6 +66,10 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict(dict(every_steps=0, every_s=3600.0))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=0, every_s=1800.0, max_to_keep=2))
   c.tensorboard = True
+  # Devices: data-parallel x fully-sharded axes (-1: the remaining devices); default one device. Multi-host: the
+  # coordinator and process count (or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, $JAX_PROCESS_ID).
+  c.mesh = sharding.mesh_config()
+  c.distributed = sharding.distributed_config()
 
   if variant == "tiny":
     c.model.update(dict(preset="tiny", dtype="float32"))

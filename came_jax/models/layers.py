@@ -246,8 +246,22 @@ def weighted_cross_entropy(
     num_tokens = weights.sum()
     denom = jnp.maximum(num_tokens, jnp.finfo(jnp.float32).tiny)
     loss = (ce * weights).sum() / denom
-    accuracy = ((jnp.argmax(logits, axis=-1) == labels) * weights).sum() / denom
+    accuracy = (is_argmax(logits, labels) * weights).sum() / denom
     return loss, {"loss": loss, "accuracy": accuracy, "num_tokens": num_tokens}
+
+
+def is_argmax(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """``jnp.argmax(logits, axis=-1) == labels``: the label's logit is the maximum and no earlier one equals it.
+
+    XLA:CPU runs jnp.argmax's variadic (value, index) reduction one element at a time; this costs a max (which the
+    softmax also takes), a gather and one boolean reduction. Measured with the cross-entropy of [1024, 32768] logits
+    on CPU: 36 ms alone, +316 ms with jnp.argmax, +70 ms with this (8% of a GPT-2 training step on CPU before).
+    """
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    label_logit = jnp.take_along_axis(logits, labels[..., None], axis=-1)
+    index = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    tie_before = jnp.any((logits == top) & (index < labels[..., None]), axis=-1)
+    return (label_logit[..., 0] == top[..., 0]) & ~tie_before
 
 
 def assert_same_shapes(params: Any, reference: Any) -> None:

@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from came_jax.models import layers
+
 __all__ = [
     "CONFIGS",
     "Config",
@@ -397,7 +399,7 @@ def loss_fn(params, batch: Mapping[str, jax.Array], rng, *, cfg: Config, train: 
     num_tokens = weights.sum()
     denom = jnp.where(num_tokens > 0, num_tokens, 1.0)
     loss = (ce * weights).sum() / denom
-    accuracy = ((jnp.argmax(logits, -1) == labels) * weights).sum() / denom
+    accuracy = (layers.is_argmax(logits, labels) * weights).sum() / denom
     return loss, {"loss": loss, "num_tokens": num_tokens, "accuracy": accuracy}
 
 

@@ -2,7 +2,8 @@
 
 The data iterator yields micro-batches of `config.data.batch_size` sequences. At each step the host pulls as
 many as the batch-size ramp asks for and stacks them into a fixed `[max_micro, micro_batch, ...]` array (unused
-slots are zeros the step never computes), so the jitted step always sees one shape.
+slots are zeros the step never computes), so the jitted step always sees one shape. With several processes each
+pulls only its rows of every micro-batch (`process_index`/`process_count`); the trainer assembles global arrays.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ def make_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> tokenizer
   return pipeline.build_tokenizer(config.data, workdir)
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None):
-  """The resumable micro-batch stream (`get_state`/`set_state`)."""
-  return pipeline.from_config(config.data, tokenizer, max_len=max_len)
+def make_train_iterator(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None, *,
+                        process_index: int = 0, process_count: int = 1):
+  """The resumable micro-batch stream (`get_state`/`set_state`): this process's rows of each micro-batch."""
+  return pipeline.from_config(config.data, tokenizer, max_len=max_len, process_index=process_index,
+                              process_count=process_count)
 
 
-def make_eval_batches(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None):
-  """Re-iterable held-out batches (`config.data.eval_path`), or None when there is no held-out set."""
-  return pipeline.eval_from_config(config.data, tokenizer, max_len=max_len)
+def make_eval_batches(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None, *,
+                      process_index: int = 0, process_count: int = 1):
+  """Re-iterable held-out batches (`config.data.eval_path`; this process's rows), or None without a held-out set."""
+  return pipeline.eval_from_config(config.data, tokenizer, max_len=max_len, process_index=process_index,
+                                   process_count=process_count)
 
 
 class MicroBatchStacker:

@@ -118,6 +118,19 @@ class MetricWriter:
       self._tb.close()
 
 
+class NullWriter:
+  """A `MetricWriter` that writes nothing (processes other than the first)."""
+
+  def write(self, step: int, row: dict[str, Any], prefix: str = "train") -> None:
+    del step, row, prefix
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def _json_default(x):
   try:
     return float(x)

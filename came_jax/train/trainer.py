@@ -6,6 +6,11 @@ budget (or `max_steps`) is spent -> final evaluation and checkpoint -> `WORKDIR/
 The loop knows the model only through its module's `CONFIGS`/`get_model_config`, `init_params`, `loss_fn` and
 `flops_per_token`, and the data only through `came_jax.train.input_pipeline`.
 
+Devices (`came_jax.train.sharding`): the state is created, stepped and checkpointed on the `config.mesh` mesh, with
+FSDP-sharded params and optimizer state and batches split over every device; the default mesh is one device. With
+several processes (`config.distributed`), each loads only its rows of every batch; process 0 alone writes the
+tokenizer, `run_config.json`, metrics and the summary, while all take part in checkpoints.
+
 Budget accounting (as cramming): the clock starts after data and model setup, so it counts compilation; it is
 paused for evaluation and checkpointing. The host stays at most one step ahead of the device (after dispatching a
 step it reads the previous step's non-finite counter), so the budget is honoured within one step and a streak of
@@ -32,6 +37,7 @@ from came_jax.train import checkpoint as ckpt_lib
 from came_jax.train import input_pipeline
 from came_jax.train import metrics as metrics_lib
 from came_jax.train import schedules
+from came_jax.train import sharding
 from came_jax.train import step as step_lib
 from came_jax.train import validation
 
@@ -56,7 +62,7 @@ def evaluate(eval_fn: Callable, params, batches: Iterable[dict]) -> dict[str, fl
   return result
 
 
-def _flops_per_token(model, model_cfg, batch_shapes: dict[str, tuple], seq_len: int) -> float:
+def flops_per_token(model, model_cfg, batch_shapes: dict[str, tuple], seq_len: int) -> float:
   """The model's training FLOPs per input token; an encoder-decoder is also told its target length."""
   inputs = batch_shapes["input_ids"][0][-1]
   targets = batch_shapes["labels"][0][-1] if "labels" in batch_shapes else inputs
@@ -85,6 +91,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     came_jax.train.checkpoint.IncompatibleWorkdirError: `workdir` holds a different run.
     NonFiniteError: `config.max_consecutive_nonfinite` non-finite gradients in a row.
   """
+  sharding.initialize_distributed(config.distributed)  # before anything touches a device
   budget_s = budget_lib.parse_budget(config.budget)
   model_cfg = validation.check(config)
   model = validation.model_module(config)
@@ -104,27 +111,45 @@ class _Run:
     self.config, self.workdir, self.model = config, workdir, model
     self.seq_len, self.micro = config.data.seq_len, config.data.batch_size
     self.max_micro = config.batch_size // self.micro
+    self.mesh = sharding.make_mesh(*validation.mesh_shape(config))
+    self.process_index, self.process_count = jax.process_index(), jax.process_count()
+    self.is_chief = self.process_index == 0
 
-    # --- tokenizer and data
-    tokenizer = input_pipeline.make_tokenizer(config, workdir)
-    self.train_iter = input_pipeline.make_train_iterator(config, tokenizer)
+    # --- tokenizer and data: this process's rows of every batch
+    tokenizer = sharding.process_zero_first("came_jax:tokenizer",
+                                            lambda: input_pipeline.make_tokenizer(config, workdir))
+    processes = dict(process_index=self.process_index, process_count=self.process_count)
+    self.train_iter = input_pipeline.make_train_iterator(config, tokenizer, **processes)
     cleanup.callback(self.train_iter.close)
-    self.eval_batches = input_pipeline.make_eval_batches(config, tokenizer)
-    shapes = self.train_iter.batch_shapes()
-    self.stacker = input_pipeline.MicroBatchStacker(shapes, self.max_micro)
+    self.eval_batches = input_pipeline.make_eval_batches(config, tokenizer, **processes)
+    local_shapes = self.train_iter.batch_shapes()
+    shapes = {k: ((s[0] * self.process_count, *s[1:]), d) for k, (s, d) in local_shapes.items()}
+    self.stacker = input_pipeline.MicroBatchStacker(local_shapes, self.max_micro)
+    self.batch_shardings = sharding.batch_shardings(self.mesh, {k: ((self.max_micro, *s), d) for k, (s, d)
+                                                                 in shapes.items()}, batch_axis=1)
+    self.eval_shardings = sharding.batch_shardings(self.mesh, shapes, batch_axis=0)
+    self._check_process_rows(shapes)
 
-    # --- model, optimizer, state
+    # --- model, optimizer, state (created where it lives: FSDP shards are never whole on one device)
     loss_fn = functools.partial(model.loss_fn, cfg=model_cfg)
-    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    init_fn = jax.jit(functools.partial(model.init_params, model_cfg))
-    validation.check_batch_fits_model(config, loss_fn, jax.eval_shape(init_fn, init_rng), shapes)
+    init_fn = functools.partial(model.init_params, model_cfg)
     tx = registry.make(config.optimizer)
-    self.lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
-    self.state = step_lib.TrainState.create(init_fn(init_rng), tx, state_rng)
-    self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
-    self.flops_per_token = _flops_per_token(model, model_cfg, shapes, self.seq_len)
 
-    ckpt_lib.record_run(workdir, config)
+    def create_state():
+      init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+      return step_lib.TrainState.create(init_fn(init_rng), tx, state_rng)
+
+    state_shape = jax.eval_shape(create_state)
+    validation.check_batch_fits_model(config, loss_fn, state_shape.params, shapes)
+    self.lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
+    self.state_shardings = sharding.state_shardings(state_shape, state_shape.params, self.mesh,
+                                                    config.mesh.fsdp_min_size)
+    self.state = jax.jit(create_state, out_shardings=self.state_shardings)()
+    self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
+    self.flops_per_token = flops_per_token(model, model_cfg, shapes, self.seq_len)
+
+    if self.is_chief:
+      ckpt_lib.record_run(workdir, config)
     self.checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     cleanup.callback(self.checkpointer.close)
     elapsed, self.tokens_seen = 0.0, 0
@@ -135,15 +160,36 @@ class _Run:
       log.info("Restored step %d (%s of the budget spent).", meta["step"], budget_lib.format_seconds(elapsed))
     self.step = int(jax.device_get(self.state.step))
 
-    self.train_step = jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx), donate_argnums=0)
-    self.eval_step = jax.jit(functools.partial(step_lib.eval_step, loss_fn=loss_fn))
-    self.writer = metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard)
+    replicated = sharding.replicated(self.mesh)
+    param_shardings = self.state_shardings.params
+    self.train_step = jax.jit(
+        functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, grad_shardings=param_shardings),
+        in_shardings=(self.state_shardings, self.batch_shardings, replicated, replicated),
+        out_shardings=(self.state_shardings, replicated), donate_argnums=0)
+    self.eval_step = jax.jit(functools.partial(step_lib.eval_step, loss_fn=loss_fn),
+                             in_shardings=(param_shardings, self.eval_shardings), out_shardings=replicated)
+    self.writer = (metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard) if self.is_chief
+                   else metrics_lib.NullWriter())
     cleanup.callback(self.writer.close)
     self.clock = budget_lib.BudgetClock(budget_s, elapsed_s=elapsed, time_fn=time_fn)
     self._last_eval: tuple[int, dict] = (-1, {})
     log.info("%s: %.2fM parameters, %.3g training FLOPs/token; batch %d = up to %d micro-batches of %d x %d "
-             "tokens.", config.model.name, self.num_params / 1e6, self.flops_per_token, config.batch_size,
-             self.max_micro, self.micro, self.seq_len)
+             "tokens; mesh %s over %d device(s), %d process(es).", config.model.name, self.num_params / 1e6,
+             self.flops_per_token, config.batch_size, self.max_micro, self.micro, self.seq_len,
+             dict(self.mesh.shape), self.mesh.size, self.process_count)
+
+  def _check_process_rows(self, shapes) -> None:
+    """Each process's devices must hold the rows its data iterator loads (`make_array_from_process_local_data`)."""
+    name, (shape, _) = next(iter(shapes.items()))
+    lo, hi = sharding.process_rows(self.batch_shardings[name], (self.max_micro, *shape), batch_axis=1)
+    rows = shape[0] // self.process_count
+    if (lo, hi) != (self.process_index * rows, (self.process_index + 1) * rows):
+      raise ValueError(f"process {self.process_index}'s devices hold rows [{lo}, {hi}) of each micro-batch but its "
+                       f"data iterator loads rows [{self.process_index * rows}, {(self.process_index + 1) * rows})")
+
+  def put_batch(self, batch: dict[str, np.ndarray], shardings, batch_axis: int) -> dict[str, jax.Array]:
+    """This process's rows -> global arrays laid out as the step expects."""
+    return sharding.global_batch(batch, shardings, batch_axis, self.process_count)
 
   # ------------------------------------------------------------------------------------------------- pieces
   def progress(self) -> float:
@@ -163,7 +209,8 @@ class _Run:
     if self._last_eval[0] == self.step:
       return self._last_eval[1]
     with self.clock.paused():
-      result = evaluate(self.eval_step, self.state.params, self.eval_batches)
+      batches = (self.put_batch(b, self.eval_shardings, 0) for b in self.eval_batches)
+      result = evaluate(self.eval_step, self.state.params, batches)
     self.writer.write(self.step, {**result, "elapsed_s": self.clock.elapsed}, prefix="heldout")
     log.info("Held-out (%s) at step %d: loss %.4f, perplexity %.2f%s", why, self.step, result["loss"],
              result["perplexity"], f", accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
@@ -187,7 +234,7 @@ class _Run:
     elapsed = self.clock.elapsed
     row["tokens_per_sec"] = self._since_tokens / max(elapsed - self._since_elapsed, 1e-9)
     self._since_elapsed, self._since_tokens = elapsed, 0
-    m = metrics_lib.mfu(row["tokens_per_sec"], self.flops_per_token)
+    m = metrics_lib.mfu(row["tokens_per_sec"], self.flops_per_token, devices=list(self.mesh.devices.flat))
     row["mfu"] = m if m is not None else "n/a"
     row.update(batch_size=n_micro * self.micro, tokens_seen=self.tokens_seen, elapsed_s=elapsed,
                remaining_s=self.clock.remaining, compiles=metrics_lib.compile_count() - self._compiles0,
@@ -218,7 +265,8 @@ class _Run:
           break
         progress = self.progress()
         n_micro = schedules.num_micro_batches(progress, self.max_micro, c.batch_ramp)
-        batch = self.stacker.stack([next(self.train_iter) for _ in range(n_micro)])
+        batch = self.put_batch(self.stacker.stack([next(self.train_iter) for _ in range(n_micro)]),
+                               self.batch_shardings, 1)
         self.state, metrics = self.train_step(self.state, batch, np.int32(n_micro), np.float32(self.lr_fn(progress)))
         self.step += 1
         self.tokens_seen += n_micro * self.micro * self.seq_len
@@ -275,12 +323,15 @@ class _Run:
         "optimizer": self.config.optimizer.name,
         "model": f"{self.config.model.name}:{self.config.model.preset}",
         "device": jax.devices()[0].device_kind,
+        "mesh": dict(self.mesh.shape),
+        "processes": self.process_count,
         "config": json.loads(self.config.to_json_best_effort()),
     }
-    path = os.path.join(self.workdir, "summary.json")
-    with open(path + ".tmp", "w") as f:
-      json.dump(summary, f, indent=2)
-    os.replace(path + ".tmp", path)
+    if self.is_chief:
+      path = os.path.join(self.workdir, "summary.json")
+      with open(path + ".tmp", "w") as f:
+        json.dump(summary, f, indent=2)
+      os.replace(path + ".tmp", path)
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
     log.info("Done: %d steps, %.4g tokens, final train loss %s, held-out loss %s (perplexity %s).",
                  self.step, self.tokens_seen, fmt(summary["final_train_loss"]), fmt(summary["heldout_loss"]),

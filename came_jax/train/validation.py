@@ -14,7 +14,7 @@ import jax
 import ml_collections
 
 from came_jax.optim import registry
-from came_jax.train import budget, schedules
+from came_jax.train import budget, schedules, sharding
 
 MODELS = ("bert", "gpt2", "t5")
 OBJECTIVES = ("mlm", "causal", "span")
@@ -125,12 +125,22 @@ def check(config: ml_collections.ConfigDict) -> Any:
   _require(hp.weight_decay is None or hp.weight_decay >= 0, f"optimizer.{o.name}.weight_decay",
            hp.weight_decay, "must be >= 0")
 
+  data, fsdp = mesh_shape(config)
+  _require(micro % (data * fsdp) == 0, "data.batch_size", micro,
+           f"must be divisible by the {data * fsdp} devices its rows are split over (config.mesh.data x "
+           f"config.mesh.fsdp = {data} x {fsdp})")
+
   model_cfg = make_model_config(config, config.data.vocab_size)
   limit = max_seq_len(model_cfg)
   if limit is not None:
     _require(config.data.seq_len <= limit[1], "data.seq_len", config.data.seq_len,
              f"exceeds the model's maximum sequence length {config.model.name}.Config.{limit[0]}={limit[1]}")
   return model_cfg
+
+
+def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """`(data, fsdp)` axis sizes of `config.mesh` on this machine's devices (ValueError naming `mesh.*`)."""
+  return sharding.mesh_shape(config.mesh, jax.device_count(), jax.process_count())
 
 
 def check_batch_fits_model(config: ml_collections.ConfigDict, loss_fn, params_shape, batch_shapes) -> None:
