@@ -8,8 +8,9 @@ Default (CPU, one command; measured wall time in experiments/README.md, budgeted
 The model of `configs/bert_cramming.py:tiny` (2 layers, width 64, 2048-piece vocabulary, sequence 128) on the
 whole sample corpus (../shared/data/corpus, ~7M tokens, so no sequence is seen twice), 32 sequences per step,
 cramming's budget-triangle schedule over 300 steps (1.2M tokens). Learning rates: 3 per optimizer, each run for
-150 steps (seed 0), the one with the lowest held-out (WikiText-103) MLM loss kept; then 300 steps with seeds 0, 1
-and 2 (a seed sets the initialisation, data order and masking; seed k is the same data for every optimizer).
+the full 300 steps on a seed of its own (100), the one with the lowest held-out (WikiText-103) MLM loss kept (the
+grid goes on past an end, twice at most, while the best rate sits there); then 300 steps with seeds 0, 1 and 2 (a
+seed sets the initialisation, data order and masking; seed k is the same data for every optimizer).
 Reported: MLM loss and accuracy on the training stream, held-out MLM loss and accuracy.
 
 Large-batch study (the CAME paper's 8K-vs-32K BERT experiment, scaled down; its own <= 20-minute run):
@@ -18,7 +19,7 @@ Large-batch study (the CAME paper's 8K-vs-32K BERT experiment, scaled down; its 
       --workdir runs/compare_bert_large_batch
 
 16 and 64 sequences per step (4x, by accumulating 4 micro-batches of 16) at the same 200 steps, so the large
-batch sees 4x the tokens; 4 rates per optimizer swept separately at each batch size (100 steps), seeds 0 and 1.
+batch sees 4x the tokens; 4 rates per optimizer swept separately at each batch size (200 steps, seed 100), seeds 0 and 1.
 
 GPU sizes (not measured with this code): `:gpu` (crammed BERT-base, 32768-piece vocabulary, 256 sequences per
 step, 3000 steps) and `:gpu_large_batch` (1024 vs 4096 sequences per step, 1000 steps).
@@ -82,8 +83,11 @@ def get_config(arg=None):
   c.batch_sizes = (256,) if gpu else (32,)  # sequences per step (multiples of pretrain.data.batch_size)
   c.steps = 3000 if gpu else 300
   c.seeds = (0, 1, 2)
-  # eval_every_steps: held-out evaluations during a sweep run (0: only the final one, which picks the rate)
-  c.sweep = ml_collections.ConfigDict(dict(steps=1500 if gpu else 150, seed=0, eval_every_steps=0))
+  # The sweep: the full step count (a shorter run has another schedule, and favours other rates), on a seed of its
+  # own (the kept sweep run is the best of its grid, so reusing it would flatter the mean); the grid goes on up to
+  # `extend` rates past an end while the best rate sits there; eval_every_steps: held-out evaluations during a
+  # sweep run (0: only the final one, which picks the rate).
+  c.sweep = ml_collections.ConfigDict(dict(steps=c.steps, seed=100, extend=2, eval_every_steps=0))
   c.memory_model = "BERT-base (crammed)"  # experiments/model_shapes.py name for the memory chart
   c.keep_checkpoints = False  # each run's final checkpoint is deleted once its record is written
 
@@ -92,7 +96,7 @@ def get_config(arg=None):
     c.pretrain.data.batch_size = 128 if gpu else 16  # the micro-batch: 64 = 4 accumulated micro-batches
     c.steps = 1000 if gpu else 200
     c.seeds = (0, 1)
-    c.sweep.steps = 500 if gpu else 100
+    c.sweep.steps = c.steps
     if not gpu:  # 4 rates: the best rate moves with the batch size, and the grid must bracket it at both
       c.learning_rates = ml_collections.ConfigDict(dict(
           came=(3e-5, 1e-4, 3e-4, 1e-3), adamw=(1e-3, 3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2, 3e-2)))

@@ -7,7 +7,11 @@ For each batch size in `config.batch_sizes` (several: the large-batch study, sam
 
 1. Sweep: every optimizer at every rate of `config.learning_rates.<optimizer>` for `config.sweep.steps` steps
    (seed `config.sweep.seed`); the rate with the lowest held-out loss at the end is kept (a run that stopped on
-   non-finite gradients counts as +inf). A rate at either end of its grid is flagged in the results.
+   non-finite gradients counts as +inf). While the best rate is at an end of the grid, the grid goes on one step
+   beyond it (the ratio of the two outermost rates), at most `config.sweep.extend` times; a rate still at an end
+   is flagged in the results. The configs sweep at the full step count (a shorter run has another schedule and
+   favours other rates) on a seed of its own (the kept run is the luckiest of its grid: reusing it would bias
+   the reported mean).
 2. Full runs: every optimizer at its kept rate for `config.steps` steps, for each seed of `config.seeds`
    (seeds in the outer loop, so a slower stretch of a shared machine falls on all optimizers alike).
 
@@ -18,13 +22,16 @@ whose `record.json` is in WORKDIR is not run again, so an interrupted comparison
 Results in `--out` (default `experiments/results/<config.name>`):
   runs.csv        one row per run: phase, batch, optimizer, rate, seed, held-out and train metrics, times
   curves.csv      every logged point of every run (train and held-out rows), long format
-  summary.json    chosen rates, per-optimizer means/std/min/max over seeds, memory, wall time, config
+  summary.json    chosen rates, per-optimizer means/std/min/max over seeds, the context-free reference loss,
+                  memory, wall time, config
   results.md      the markdown tables (pasted into experiments/README.md)
   *.png           loss vs step and vs training time (mean over seeds, min-max band), sweep, memory, batch sizes
 
 The training time on the x-axis is the trainer's budget clock (`elapsed_s`: compilation included, evaluation
 excluded), averaged over seeds at each logged step. "Final train loss" is the mean of the logged training losses
-over the last 10% of the steps (single-step losses are noisy).
+over the last 10% of the steps (single-step losses are noisy). The context-free reference is the held-out loss of
+the best prediction that ignores the input: the target frequencies of the training stream the runs saw. A run near
+it has learnt which tokens are common, not yet how to use their context.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import pathlib
 import shutil
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
@@ -164,6 +171,24 @@ def choose_rate(sweep: list[dict[str, Any]], grid: tuple[float, ...]) -> dict[st
           "at_grid_edge": edge}
 
 
+def sweep_rates(run_rate: Callable[[float], dict[str, Any]], grid: tuple[float, ...],
+                extend: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+  """Runs every rate of `grid`, then extends it past an end while the best rate sits there (`extend` times at
+  most), one step beyond the end by the ratio of the two outermost rates; returns (the runs, `choose_rate`)."""
+  sweep = [run_rate(lr) for lr in grid]
+  rates = sorted(grid)
+  chosen = choose_rate(sweep, tuple(rates))
+  for _ in range(extend):
+    if chosen["at_grid_edge"] is None:
+      break
+    low = chosen["at_grid_edge"] == "lowest"
+    new = float(f"{(rates[0] ** 2 / rates[1]) if low else (rates[-1] ** 2 / rates[-2]):.3g}")
+    sweep.append(run_rate(new))
+    rates = sorted(rates + [new])
+    chosen = choose_rate(sweep, tuple(rates))
+  return sweep, chosen
+
+
 def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
   """Mean, std, min and max over seeds of each metric in METRICS."""
   out = {}
@@ -194,6 +219,38 @@ def memory(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str, Any]
   return {"model": f"{p.model.name}:{p.model.preset}", "param_bytes": param_bytes, "state_bytes": compared,
           "reference_model": config.memory_model, "reference_param_bytes": big_bytes,
           "reference_state_bytes": memory_table.state_bytes(big)}
+
+
+def _targets(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """The predicted token ids of a batch and their loss weights (MLM: the masked positions only)."""
+  if "mlm_labels" in batch:
+    return batch["mlm_labels"], batch["mlm_weights"]
+  return batch["labels"], batch["weights"]
+
+
+def context_free_loss(config: ml_collections.ConfigDict, tokenizer) -> Optional[float]:
+  """Held-out loss of the best input-independent prediction fit to the training data: the frequencies (add-one
+  smoothed) of the targets in the first `config.steps` steps of seed 0 at the largest batch, scored on the
+  held-out targets as the runs are. `None` without a held-out set."""
+  p = config.pretrain.data
+  heldout = pipeline.eval_from_config(p, tokenizer)
+  if heldout is None:
+    return None
+  train = pipeline.from_config(p, tokenizer)
+  counts = np.ones(tokenizer.vocab_size)
+  try:
+    for i in range(config.steps * max(config.batch_sizes) // p.batch_size):
+      labels, weights = _targets(train.global_batch_at(i))
+      np.add.at(counts, labels.ravel(), weights.ravel())
+  finally:
+    train.close()
+  logp = np.log(counts / counts.sum())
+  nll = total = 0.0
+  for batch in heldout:
+    labels, weights = _targets(batch)
+    nll -= float((logp[labels] * weights).sum())
+    total += float(weights.sum())
+  return nll / total
 
 
 def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,
@@ -232,21 +289,23 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
         chosen[f"{b}/{opt}"] = {"learning_rate": grid[0], "sweep_heldout_loss": None, "grid": list(grid),
                                 "at_grid_edge": None}
         continue
-      sweep = [run("sweep", b, opt, lr, config.sweep.seed, config.sweep.steps) for lr in grid]
-      chosen[f"{b}/{opt}"] = choose_rate(sweep, grid)
+      run_rate = lambda lr, b=b, opt=opt: run("sweep", b, opt, lr, config.sweep.seed, config.sweep.steps)
+      _, chosen[f"{b}/{opt}"] = sweep_rates(run_rate, grid, int(config.sweep.extend))
     for seed in config.seeds:
       for opt in config.optimizers:
         run("full", b, opt, chosen[f"{b}/{opt}"]["learning_rate"], seed, config.steps)
 
   summary = summarize(config, records, chosen, memory(config, tokenizer.vocab_size),
-                      wall_s=time.perf_counter() - t_start, command=command)
+                      reference_loss=context_free_loss(config, tokenizer), wall_s=time.perf_counter() - t_start,
+                      command=command)
   write_outputs(summary, records, out)
   log.info("Done in %.0f s; results in %s", summary["wall_s"], out)
   return summary
 
 
 def summarize(config: ml_collections.ConfigDict, records: list[dict[str, Any]], chosen: dict[str, dict[str, Any]],
-              mem: dict[str, Any], *, wall_s: float, command: str = "") -> dict[str, Any]:
+              mem: dict[str, Any], *, wall_s: float, reference_loss: Optional[float] = None,
+              command: str = "") -> dict[str, Any]:
   """The comparison's summary: per batch size and optimizer the kept rate and the full runs' statistics."""
   results = {}
   full_runs = lambda b, opt: [r for r in records if r["phase"] == "full" and r["batch_size"] == b
@@ -275,6 +334,7 @@ def summarize(config: ml_collections.ConfigDict, records: list[dict[str, Any]], 
       "steps": config.steps, "sweep_steps": config.sweep.steps, "seeds": list(config.seeds),
       "batch_sizes": list(config.batch_sizes),
       "results": results, "memory": mem,
+      "reference_loss": reference_loss,  # context-free held-out loss (see context_free_loss)
       "wall_s": wall_s,
       "run_wall_s": sum(r["wall_s"] for r in records),
       "config": json.loads(config.to_json_best_effort()),
@@ -332,6 +392,10 @@ def results_markdown(summary: dict[str, Any], records: list[dict[str, Any]]) -> 
     if r["diverged"]:
       row[4] += f" ({r['diverged']} diverged)"
     lines.append("| " + " | ".join(row) + " |")
+
+  if summary.get("reference_loss") is not None:
+    lines += ["", f"Context-free reference: held-out loss {summary['reference_loss']:.4f} for the training stream's "
+              "target frequencies, whatever the input (a run near it has learnt only which tokens are common)."]
 
   sweep = [r for r in records if r["phase"] == "sweep"]
   if sweep:

@@ -84,6 +84,10 @@ def plot_curves(summary: dict[str, Any], records: list[dict[str, Any]], path: pa
       ax.set_xlabel("step" if x == "step" else "training time (s, mean over seeds)")
       if key == "loss":
         _zoom(ax)
+      ref = summary.get("reference_loss")
+      if split == "heldout" and key == "loss" and ref is not None and ref < ax.get_ylim()[1]:
+        ax.axhline(ref, color="gray", linestyle="--", linewidth=1, label="context-free reference")
+        ax.legend(fontsize=8)
       ax.grid(alpha=0.3)
       if j == 0:
         ax.legend(fontsize=8)

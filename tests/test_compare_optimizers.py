@@ -30,6 +30,7 @@ def tiny_comparison(shared_data, tmp_path_factory):
   out, workdir = tmp / "out", tmp / "work"
   overrides = {
       "optimizers": "('came','adamw')", "steps": 4, "seeds": "(0,1)", "batch_sizes": "(4,)", "sweep.steps": 2,
+      "sweep.seed": 7, "sweep.extend": 1,
       "learning_rates.came": "(1e-4,1e-3)", "learning_rates.adamw": "(1e-2,)",
       "pretrain.data.path": shared_data / "corpus" / "state_union",
       "pretrain.data.eval_path": shared_data / "heldout" / "wikitext-103" / "wiki.valid.tokens",
@@ -75,11 +76,15 @@ def test_runs_are_equal_in_steps_and_tokens(tiny_comparison):
 def test_sweep_keeps_the_rate_with_the_lowest_heldout_loss(tiny_comparison):
   _, summary, runs, _, _ = tiny_comparison
   sweep = [r for r in runs if r["phase"] == "sweep"]
-  assert sorted(float(r["learning_rate"]) for r in sweep) == [1e-4, 1e-3]  # only CAME has two rates
+  assert {int(r["seed"]) for r in sweep} == {7} and {int(r["steps"]) for r in sweep} == {2}
+  # Only CAME has two rates; the best of two is at an end, so the grid went on one step (x10) past it.
+  rates = sorted(float(r["learning_rate"]) for r in sweep)
+  assert rates in ([1e-5, 1e-4, 1e-3], [1e-4, 1e-3, 1e-2]), rates
   best = min(sweep, key=lambda r: float(r["heldout_loss"]))
   chosen = summary["results"]["4/came"]
   assert chosen["learning_rate"] == float(best["learning_rate"])
-  assert chosen["at_grid_edge"] in ("lowest", "highest")  # two rates: always an edge, and it is said
+  assert sorted(chosen["grid"]) == rates
+  assert chosen["at_grid_edge"] in (None, "lowest", "highest")
   full = [r for r in runs if r["phase"] == "full" and r["optimizer"] == "came"]
   assert {float(r["learning_rate"]) for r in full} == {chosen["learning_rate"]}
   assert summary["results"]["4/adamw"]["learning_rate"] == 1e-2  # one rate: kept without a sweep
@@ -100,6 +105,38 @@ def test_curves_cover_every_run_and_seed_spread(tiny_comparison):
   assert mem["state_bytes"]["adamw"] == pytest.approx(2 * mem["param_bytes"], abs=256)  # + a few scalars
   assert mem["state_bytes"]["came"] < 1.1 * mem["param_bytes"]  # factored second moment + momentum
   assert set(mem["reference_state_bytes"]) >= {"Adam", "Adafactor", "CAME"}
+
+
+def test_context_free_reference(tiny_comparison):
+  out, summary, _, _, _ = tiny_comparison
+  ref = summary["reference_loss"]
+  assert 0 < ref < 1.2 * math.log(2048)  # the tiny BERT's 2048-piece vocabulary
+  assert f"Context-free reference: held-out loss {ref:.4f}" in (out / "results.md").read_text()
+
+
+def test_sweep_extends_past_an_end_while_the_best_rate_sits_there():
+  loss = lambda lr: (math.log10(lr) + 4.2) ** 2  # best at 10**-4.2 ~ 6e-5, below the grid
+  ran = []
+
+  def run_rate(lr):
+    ran.append(lr)
+    return {"learning_rate": lr, "heldout_loss": loss(lr), "diverged": False}
+
+  _, chosen = compare_optimizers.sweep_rates(run_rate, (1e-4, 3e-4, 1e-3), extend=2)
+  assert ran == [1e-4, 3e-4, 1e-3, 3.33e-5]  # one step (the ratio of the two lowest rates) below: bracketed
+  assert chosen["learning_rate"] == 1e-4 and chosen["at_grid_edge"] is None
+  assert chosen["grid"] == [3.33e-5, 1e-4, 3e-4, 1e-3]
+
+  ran.clear()
+  diverges = lambda lr: {"learning_rate": lr, "heldout_loss": None if lr > 0.05 else -lr, "diverged": lr > 0.05}
+  run_rate = lambda lr: ran.append(lr) or diverges(lr)
+  _, chosen = compare_optimizers.sweep_rates(run_rate, (1e-3, 1e-2), extend=3)
+  assert ran == [1e-3, 1e-2, 0.1]  # the step up diverged: 1e-2 is bracketed
+  assert chosen["learning_rate"] == 1e-2 and chosen["at_grid_edge"] is None
+
+  ran.clear()
+  _, chosen = compare_optimizers.sweep_rates(lambda lr: ran.append(lr) or diverges(lr), (1e-4, 1e-3), extend=1)
+  assert ran == [1e-4, 1e-3, 1e-2] and chosen["at_grid_edge"] == "highest"  # out of extensions: said
 
 
 def test_runs_are_recorded_and_their_checkpoints_removed(tiny_comparison):
