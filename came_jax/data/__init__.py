@@ -6,5 +6,5 @@
 * ``packing.py``     ``PackedRows``: fixed-width rows over documents joined by separators (no token lost).
 * ``objectives.py``  ``MaskedLM``, ``CausalLM``, ``SpanCorruption``: rows -> static-shape numpy batches.
 * ``pipeline.py``    resumable, prefetched ``PretrainIterator``; ``EvalBatches``; builders from a config.
-* ``throughput.py``  ``measure_throughput`` and a command-line probe.
+* ``throughput.py``  how fast batches are built: ``measure_throughput`` (prefetched), ``build_rate`` (one thread).
 """

@@ -1,23 +1,19 @@
-"""Measure the input pipeline's throughput, to compare with the training step's tokens/s.
+"""How fast the input pipeline builds batches, to set beside the training step's tokens/s.
 
-The pipeline should deliver at least 5x the tokens/s of the step it feeds. Run on the sample corpus::
-
-    python -m came_jax.data.throughput --path ../shared/data/corpus --objective mlm --seq_len 128 --batch_size 32
-
-It trains (or loads) a tokenizer in ``--workdir``, tokenizes once into the cache, then times ``next()`` on the
-prefetched iterator.
+The pipeline should deliver several times the tokens/s of the step it feeds; the trainer logs both numbers at its
+first timed interval (`came_jax.train.trainer`), and `experiments/bench_input_pipeline.py` measures an experiment
+config's pipeline on its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 
 def measure_throughput(iterator, num_batches: int = 50, warmup: int = 2) -> float:
-    """Tokens per second delivered by ``next(iterator)``, counting every ``input_ids`` position (padding too).
+    """Tokens per second delivered by ``next(iterator)`` (prefetched), counting every ``input_ids`` position.
 
-    ``warmup`` batches are drawn first and not timed (thread start, first permutation).
+    ``warmup`` batches are drawn first and not timed (thread start, first permutation). Advances the iterator.
     """
     for _ in range(warmup):
         next(iterator)
@@ -28,32 +24,16 @@ def measure_throughput(iterator, num_batches: int = 50, warmup: int = 2) -> floa
     return tokens / (time.perf_counter() - start)
 
 
-def main(argv=None) -> None:
-    from came_jax.data import pipeline
+def build_rate(iterator, num_batches: int = 8) -> float:
+    """Tokens per second of building the iterator's next ``num_batches`` batches in this thread, counting every
+    ``input_ids`` position; the iterator's position is left as it was (``batch_at`` is a pure function of the step).
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", required=True, help="corpus folder, glob or file")
-    parser.add_argument("--workdir", default="/tmp/came_jax_data_throughput")
-    parser.add_argument("--objective", default="mlm", choices=["mlm", "causal", "span"])
-    parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--vocab_size", type=int, default=32768)
-    parser.add_argument("--batches", type=int, default=200)
-    args = parser.parse_args(argv)
-
-    cfg = pipeline.default_config()
-    cfg.update(dict(path=args.path, objective=args.objective, seq_len=args.seq_len, batch_size=args.batch_size,
-                    vocab_size=args.vocab_size, cache_dir=f"{args.workdir}/token_cache"))
+    This is the rate of the one prefetch thread that feeds training.
+    """
+    step = iterator.get_state()["step"]
+    iterator.batch_at(step)  # the first call may build the epoch's permutation
+    tokens = 0
     start = time.perf_counter()
-    tok = pipeline.build_tokenizer(cfg, args.workdir)
-    print(f"tokenizer: {tok} ({time.perf_counter() - start:.1f}s)")
-    start = time.perf_counter()
-    it = pipeline.from_config(cfg, tok)
-    print(f"tokenized/cached: {it.rows.corpus.stats} ({time.perf_counter() - start:.1f}s); {it.num_rows} rows")
-    rate = measure_throughput(it, args.batches)
-    it.close()
-    print(f"{args.objective} B={args.batch_size} T={args.seq_len}: {rate:,.0f} tokens/s")
-
-
-if __name__ == "__main__":
-    main()
+    for i in range(num_batches):
+        tokens += iterator.batch_at(step + i)["input_ids"].size
+    return tokens / (time.perf_counter() - start)

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from came_jax.data import pipeline
+from came_jax.data import throughput
 from came_jax.data import tokenizer as tokenizer_lib
 
 
@@ -34,6 +35,11 @@ def make_train_iterator(config: ml_collections.ConfigDict, tokenizer, max_len: O
   """The resumable micro-batch stream (`get_state`/`set_state`): this process's rows of each micro-batch."""
   return pipeline.from_config(config.data, tokenizer, max_len=max_len, process_index=process_index,
                               process_count=process_count)
+
+
+def build_rate(train_iter, num_batches: int = 8) -> float:
+  """Tokens/s at which the (single) prefetch thread can build `train_iter`'s batches; its position is kept."""
+  return throughput.build_rate(train_iter, num_batches)
 
 
 def make_eval_batches(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None, *,

@@ -241,7 +241,20 @@ class _Run:
                step=self.step)
     self.writer.write(self.step, {k: v for k, v in row.items() if k != "step"})
     log.info("%s", metrics_lib.progress_line(row, self.clock.budget_s, self.config.max_steps))
+    self._logs += 1
+    if self._logs == 2:  # the first interval that does not include compilation
+      self.report_pipeline(row["tokens_per_sec"])
     return row
+
+  def report_pipeline(self, step_tokens_per_sec: float) -> None:
+    """Logs the input pipeline's rate beside the training step's; warns when it leaves under 2x headroom."""
+    ratio = self.pipeline_tokens_per_sec / max(step_tokens_per_sec, 1e-9)
+    text = (f"input pipeline {self.pipeline_tokens_per_sec:,.0f} tokens/s (one thread) vs training step "
+            f"{step_tokens_per_sec:,.0f} tokens/s: {ratio:.1f}x")
+    if ratio < 2.0:
+      log.warning("%s. The pipeline may hold training back (a slow source or objective).", text)
+    else:
+      log.info("%s.", text)
 
   # ---------------------------------------------------------------------------------------------- the loop
   def train(self) -> dict[str, Any]:
@@ -252,6 +265,8 @@ class _Run:
     stop_reason = "max_steps"
     self._since_elapsed, self._since_tokens = clock.elapsed, 0
     self._compiles0 = metrics_lib.compile_count()
+    self._logs = 0
+    self.pipeline_tokens_per_sec = input_pipeline.build_rate(self.train_iter)  # before the clock starts
     last_ckpt = (self.step, clock.elapsed)
     last_eval = clock.elapsed
 
@@ -320,6 +335,7 @@ class _Run:
         "train_step_compilations": self.train_step._cache_size(),  # pylint: disable=protected-access
         "num_params": self.num_params,
         "flops_per_token": self.flops_per_token,
+        "pipeline_tokens_per_sec": self.pipeline_tokens_per_sec,  # one thread building batches (see train)
         "optimizer": self.config.optimizer.name,
         "model": f"{self.config.model.name}:{self.config.model.preset}",
         "device": jax.devices()[0].device_kind,

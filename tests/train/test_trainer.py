@@ -3,6 +3,7 @@ non-finite streaks, refusal of an incompatible workdir, config validation. (Kill
 the real GPT-2 in test_pretrain_models.py.)"""
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -69,9 +70,13 @@ def test_budget_stop_with_fake_clock(tiny_config, tmp_path):
   assert rows[-1]["mfu"] == "n/a"  # CPU
 
 
-def test_summary_and_metrics_files(tiny_config, tmp_path):
+def test_summary_and_metrics_files(tiny_config, tmp_path, caplog):
   config = tiny_config("standin", max_steps=5, tensorboard=True)
+  caplog.set_level(logging.INFO, logger=trainer.__name__)
   summary = trainer.train_and_evaluate(config, str(tmp_path))
+  # The input pipeline's rate, beside the step's at the first interval after compilation (the second log).
+  assert summary["pipeline_tokens_per_sec"] > 0
+  assert len([m for m in caplog.messages if m.startswith("input pipeline ") and "vs training step" in m]) == 1
   on_disk = json.loads(pathlib.Path(tmp_path, "summary.json").read_text())
   assert on_disk["steps"] == summary["steps"] == 5 and summary["stop_reason"] == "max_steps"
   for key in ("tokens_seen", "final_train_loss", "heldout_loss", "heldout_perplexity", "budget_s", "elapsed_s",
