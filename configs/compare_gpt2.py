@@ -16,10 +16,8 @@ every optimizer). Reported: held-out loss and perplexity, training loss.
 GPU sizes (not measured with this code): `:gpu` (GPT-2 small, 32768-piece vocabulary, context 1024, 64 sequences
 per step, 3000 steps).
 
-Equal footing for the three: the same clipping (1.0), no weight decay (optax's Adafactor decay is not scaled by
-the learning rate), momentum 0.9 for all three, and every matrix factored by both Adafactor
-(`min_dim_size_to_factor=16`) and CAME. AdamW keeps nanoGPT's betas (0.9, 0.95), CAME the paper's
-(0.9, 0.999, 0.9999). Paths are relative to the repository root, next to which ../shared/data lies.
+What the three share is in configs/compare_common.py; here, nanoGPT's gradient clipping (1.0) and AdamW betas
+(0.9, 0.95).
 """
 
 import importlib.util
@@ -27,16 +25,17 @@ import pathlib
 
 import ml_collections
 
-VARIANTS = ("", "gpu")
 
-
-def _base_config(name: str, variant: str) -> ml_collections.ConfigDict:
-  """`configs/<name>.py:<variant>`, the pretraining recipe this comparison starts from."""
-  path = pathlib.Path(__file__).with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"_configs_{name}", path)
+def _common():
+  """configs/compare_common.py (loaded by path: config files are not a package)."""
+  spec = importlib.util.spec_from_file_location("_configs_compare_common",
+                                                pathlib.Path(__file__).with_name("compare_common.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return module
+
+
+VARIANTS = ("", "gpu")
 
 
 def get_config(arg=None):
@@ -45,39 +44,12 @@ def get_config(arg=None):
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r} of configs/compare_gpt2.py; use one of {VARIANTS}")
   gpu = variant == "gpu"
-  c = ml_collections.ConfigDict()
-  c.name = "compare_gpt2" + ("_gpu" if gpu else "")
-
-  p = _base_config("gpt2", "" if gpu else "tiny")
-  p.data.update(dict(path="../shared/data/corpus", batch_size=16, eval_batches=32 if gpu else 8))
-  p.batch_ramp = 0.0  # a constant batch: every optimizer sees the same tokens at every step
-  p.budget = "24h"  # runs are bounded by max_steps (set per run), so the schedules follow step / max_steps
+  common = _common()
+  p = common.equal_footing(common.recipe("gpt2", "" if gpu else "tiny"), gpu=gpu)
+  p.data.update(dict(batch_size=16, eval_batches=32 if gpu else 8))
   p.schedule.update(dict(warmup=0.05, end_factor=0.1))
-  p.optimizer.came.update(dict(weight_decay=0.0, b1=0.9, b2=0.999, b3=0.9999))
-  p.optimizer.adamw.update(dict(weight_decay=0.0))
-  p.optimizer.adafactor.update(dict(weight_decay=0.0, momentum=0.9, min_dim_size_to_factor=16,
-                                    multiply_by_parameter_scale=False))
-  p.log_every_steps = 10
-  p.eval.update(dict(every_steps=250 if gpu else 50, every_s=0.0))
-  p.checkpoint.update(dict(every_steps=0, every_s=0.0, max_to_keep=1))
-  p.tensorboard = False
-  c.pretrain = p
-
-  c.optimizers = ("came", "adamw", "adafactor")
-  if gpu:
-    c.learning_rates = ml_collections.ConfigDict(dict(
-        came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3)))
-  else:
-    c.learning_rates = ml_collections.ConfigDict(dict(
-        came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2)))
-  c.batch_sizes = (64,) if gpu else (16,)  # sequences per step (multiples of pretrain.data.batch_size)
-  c.steps = 3000 if gpu else 300
-  c.seeds = (0, 1, 2)
-  # The sweep: the full step count (a shorter run has another schedule, and favours other rates), on a seed of its
-  # own (the kept sweep run is the best of its grid, so reusing it would flatter the mean); the grid goes on up to
-  # `extend` rates past an end while the best rate sits there; eval_every_steps: held-out evaluations during a
-  # sweep run (0: only the final one, which picks the rate).
-  c.sweep = ml_collections.ConfigDict(dict(steps=c.steps, seed=100, extend=2, eval_every_steps=0))
-  c.memory_model = "GPT-2 small (124M)"  # experiments/model_shapes.py name for the memory chart
-  c.keep_checkpoints = False  # each run's final checkpoint is deleted once its record is written
-  return c
+  rates = (dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3)) if gpu else
+           dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2)))
+  return common.comparison("compare_gpt2" + ("_gpu" if gpu else ""), p, learning_rates=rates,
+                           batch_sizes=(64,) if gpu else (16,), steps=3000 if gpu else 300,
+                           memory_model="GPT-2 small (124M)")
