@@ -171,10 +171,9 @@ def choose_rate(sweep: list[dict[str, Any]], grid: tuple[float, ...]) -> dict[st
           "at_grid_edge": edge}
 
 
-def sweep_rates(run_rate: Callable[[float], dict[str, Any]], grid: tuple[float, ...],
-                extend: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def sweep_rates(run_rate: Callable[[float], dict[str, Any]], grid: tuple[float, ...], extend: int) -> dict[str, Any]:
   """Runs every rate of `grid`, then extends it past an end while the best rate sits there (`extend` times at
-  most), one step beyond the end by the ratio of the two outermost rates; returns (the runs, `choose_rate`)."""
+  most), one step beyond the end by the ratio of the two outermost rates; returns `choose_rate` over all."""
   sweep = [run_rate(lr) for lr in grid]
   rates = sorted(grid)
   chosen = choose_rate(sweep, tuple(rates))
@@ -186,7 +185,7 @@ def sweep_rates(run_rate: Callable[[float], dict[str, Any]], grid: tuple[float, 
     sweep.append(run_rate(new))
     rates = sorted(rates + [new])
     chosen = choose_rate(sweep, tuple(rates))
-  return sweep, chosen
+  return chosen
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -290,7 +289,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
                                 "at_grid_edge": None}
         continue
       run_rate = lambda lr, b=b, opt=opt: run("sweep", b, opt, lr, config.sweep.seed, config.sweep.steps)
-      _, chosen[f"{b}/{opt}"] = sweep_rates(run_rate, grid, int(config.sweep.extend))
+      chosen[f"{b}/{opt}"] = sweep_rates(run_rate, grid, int(config.sweep.extend))
     for seed in config.seeds:
       for opt in config.optimizers:
         run("full", b, opt, chosen[f"{b}/{opt}"]["learning_rate"], seed, config.steps)

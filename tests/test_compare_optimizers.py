@@ -122,7 +122,7 @@ def test_sweep_extends_past_an_end_while_the_best_rate_sits_there():
     ran.append(lr)
     return {"learning_rate": lr, "heldout_loss": loss(lr), "diverged": False}
 
-  _, chosen = compare_optimizers.sweep_rates(run_rate, (1e-4, 3e-4, 1e-3), extend=2)
+  chosen = compare_optimizers.sweep_rates(run_rate, (1e-4, 3e-4, 1e-3), extend=2)
   assert ran == [1e-4, 3e-4, 1e-3, 3.33e-5]  # one step (the ratio of the two lowest rates) below: bracketed
   assert chosen["learning_rate"] == 1e-4 and chosen["at_grid_edge"] is None
   assert chosen["grid"] == [3.33e-5, 1e-4, 3e-4, 1e-3]
@@ -130,12 +130,12 @@ def test_sweep_extends_past_an_end_while_the_best_rate_sits_there():
   ran.clear()
   diverges = lambda lr: {"learning_rate": lr, "heldout_loss": None if lr > 0.05 else -lr, "diverged": lr > 0.05}
   run_rate = lambda lr: ran.append(lr) or diverges(lr)
-  _, chosen = compare_optimizers.sweep_rates(run_rate, (1e-3, 1e-2), extend=3)
+  chosen = compare_optimizers.sweep_rates(run_rate, (1e-3, 1e-2), extend=3)
   assert ran == [1e-3, 1e-2, 0.1]  # the step up diverged: 1e-2 is bracketed
   assert chosen["learning_rate"] == 1e-2 and chosen["at_grid_edge"] is None
 
   ran.clear()
-  _, chosen = compare_optimizers.sweep_rates(lambda lr: ran.append(lr) or diverges(lr), (1e-4, 1e-3), extend=1)
+  chosen = compare_optimizers.sweep_rates(lambda lr: ran.append(lr) or diverges(lr), (1e-4, 1e-3), extend=1)
   assert ran == [1e-4, 1e-3, 1e-2] and chosen["at_grid_edge"] == "highest"  # out of extensions: said
 
 
