@@ -49,9 +49,11 @@ def default_config() -> ml_collections.ConfigDict:
       clip_threshold=1.0, factoring="last_two", momentum_dtype="float32"))
   # AdamW as in cramming (Geiping & Goldstein, 2022).
   c.adamw = ml_collections.ConfigDict(dict(learning_rate=1e-3, weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-12))
-  # optax's Adafactor; weight decay here is optax's absolute `weight_decay_rate` (not scaled by the rate).
+  # optax's Adafactor; weight decay here is optax's absolute `weight_decay_rate` (not scaled by the rate). Its
+  # second-moment decay at step t is 1 - (t + 1 - decay_offset)^-decay_rate: a negative offset starts it near 1
+  # (-5000: ~0.999, a fixed Adam-like beta2) instead of at 0.
   c.adafactor = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, weight_decay=0.0, decay_rate=0.8, momentum=0.9, clipping_threshold=1.0,
+      learning_rate=1e-3, weight_decay=0.0, decay_rate=0.8, decay_offset=0, momentum=0.9, clipping_threshold=1.0,
       min_dim_size_to_factor=128, multiply_by_parameter_scale=False, eps=1e-30))
   return c
 
@@ -90,10 +92,10 @@ def _adamw(mask, learning_rate, weight_decay, b1, b2, eps):
   return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
 
 
-def _adafactor(mask, learning_rate, weight_decay, decay_rate, momentum, clipping_threshold, eps, *,
+def _adafactor(mask, learning_rate, weight_decay, decay_rate, decay_offset, momentum, clipping_threshold, eps, *,
                min_dim_size_to_factor, multiply_by_parameter_scale):
   return optax.adafactor(
-      learning_rate, min_dim_size_to_factor=min_dim_size_to_factor, decay_rate=decay_rate,
+      learning_rate, min_dim_size_to_factor=min_dim_size_to_factor, decay_rate=decay_rate, decay_offset=decay_offset,
       multiply_by_parameter_scale=multiply_by_parameter_scale, clipping_threshold=clipping_threshold,
       momentum=momentum, eps=eps, weight_decay_rate=weight_decay,
       weight_decay_mask=mask)

@@ -74,3 +74,27 @@ def test_unknown_names_fail():
   cfg.name, cfg.decay_mask = "adamw", "odd"
   with pytest.raises(ValueError, match="config.optimizer.decay_mask"):
     registry.make(cfg)
+
+
+@pytest.mark.parametrize("offset", [0, -5000])
+def test_adafactor_decay_offset_is_optax(offset):
+  """`decay_offset` reaches optax: a negative one holds the second-moment decay near 1 from the first step."""
+  cfg = registry.default_config()
+  cfg.name, cfg.grad_clip_norm = "adafactor", 0.0
+  cfg.adafactor.update(dict(learning_rate=1e-2, decay_offset=offset, min_dim_size_to_factor=2))
+  ours = registry.make(cfg)
+  ref = optax.adafactor(1e-2, min_dim_size_to_factor=2, decay_rate=0.8, decay_offset=offset,
+                        multiply_by_parameter_scale=False, clipping_threshold=1.0, momentum=0.9, eps=1e-30)
+  params = _params()
+  s_ours, s_ref = ours.init(params), ref.init(params)
+  for k in range(3):
+    grads = jax.tree.map(lambda p, k=k: jnp.cos(jnp.arange(p.size, dtype=jnp.float32) + k).reshape(p.shape), params)
+    u_ours, s_ours = ours.update(grads, s_ours, params)
+    u_ref, s_ref = ref.update(grads, s_ref, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u_ours, u_ref)
+  v_row = [s for s in jax.tree.leaves(s_ref, is_leaf=lambda x: hasattr(x, "v_row"))
+           if hasattr(s, "v_row")][0].v_row["dense"]["kernel"]
+  grads_sq_mean = np.mean(np.cos(np.arange(12, dtype=np.float32) + 2).reshape(4, 3) ** 2, axis=1)
+  # After 3 steps the row statistic holds a fraction 1 - beta2_3 of the last step's mean g^2 plus older ones:
+  # near all of it with offset 0 (beta2_3 = 1 - 3^-0.8 = 0.58), a small part with offset -5000 (beta2 ~ 0.999).
+  assert (v_row.max() > 0.3 * grads_sq_mean.max()) == (offset == 0)
