@@ -227,10 +227,11 @@ def _targets(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   return batch["labels"], batch["weights"]
 
 
-def context_free_loss(config: ml_collections.ConfigDict, tokenizer) -> Optional[float]:
+def context_free_loss(config: ml_collections.ConfigDict, tokenizer, max_batches: int = 2000) -> Optional[float]:
   """Held-out loss of the best input-independent prediction fit to the training data: the frequencies (add-one
-  smoothed) of the targets in the first `config.steps` steps of seed 0 at the largest batch, scored on the
-  held-out targets as the runs are. `None` without a held-out set."""
+  smoothed) of the targets in the first `config.steps` steps of seed 0 at the largest batch (at most
+  `max_batches` micro-batches: the frequencies have long settled), scored on the held-out targets as the runs
+  are. `None` without a held-out set."""
   p = config.pretrain.data
   heldout = pipeline.eval_from_config(p, tokenizer)
   if heldout is None:
@@ -238,7 +239,7 @@ def context_free_loss(config: ml_collections.ConfigDict, tokenizer) -> Optional[
   train = pipeline.from_config(p, tokenizer)
   counts = np.ones(tokenizer.vocab_size)
   try:
-    for i in range(config.steps * max(config.batch_sizes) // p.batch_size):
+    for i in range(min(config.steps * max(config.batch_sizes) // p.batch_size, max_batches)):
       labels, weights = _targets(train.global_batch_at(i))
       np.add.at(counts, labels.ravel(), weights.ravel())
   finally:
