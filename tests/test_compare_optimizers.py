@@ -231,3 +231,23 @@ def test_seed_band_aligns_runs_on_common_steps():
   np.testing.assert_allclose(xs, [10, 20, 30])
   assert compare_plots.seed_band([], "train", "loss") is None
   assert math.isclose(compare_plots._smooth(np.array([1.0, 3.0, 5.0]), 2)[-1], 4.0)
+
+
+@pytest.mark.parametrize("name,variant", [("compare_bert", v) for v in ("", "large_batch", "gpu", "gpu_large_batch")]
+                         + [("compare_gpt2", v) for v in ("", "gpu")] + [("compare_t5", v) for v in ("", "gpu")])
+def test_every_comparison_run_is_a_valid_training_config(name, variant):
+  """Every run a comparison would start (GPU sizes included, which CI cannot run) passes the trainer's checks."""
+  from came_jax.train import validation  # pylint: disable=g-import-not-at-top
+  config = _load_config(name, variant)
+  assert config.sweep.steps == config.steps and config.sweep.seed not in config.seeds
+  for b in config.batch_sizes:
+    for opt in config.optimizers:
+      for lr in config.learning_rates[opt]:
+        run = compare_optimizers.run_config(config, phase="sweep", optimizer=opt, learning_rate=lr, batch_size=b,
+                                            seed=config.sweep.seed, steps=config.steps, tokenizer_path="")
+        validation.check(run)
+        assert (run.optimizer.name, run.batch_size, run.max_steps) == (opt, b, config.steps)
+  if not variant.startswith("gpu"):  # the docstring gives the CPU command (the GPU sizes are named there)
+    suffix = f":{variant}" if variant else ""
+    command = f"python -m experiments.compare_optimizers --config configs/{name}.py{suffix}"
+    assert command in open(os.path.join(REPO, "configs", f"{name}.py")).read()
