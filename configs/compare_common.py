@@ -12,21 +12,18 @@ optax's 128 would leave the tiny models' 64-wide matrices unfactored, i.e. Adam-
 clipping and AdamW's betas stay the recipe's (cramming's for BERT, nanoGPT's for GPT-2), the same for all three.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
+
+from came_jax import config_files
 
 OPTIMIZERS = ("came", "adamw", "adafactor")
 
 
 def recipe(name: str, variant: str) -> ml_collections.ConfigDict:
   """`configs/<name>.py:<variant>`, the pretraining config a comparison starts from."""
-  path = pathlib.Path(__file__).with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load(pathlib.Path(__file__).with_name(f"{name}.py"), variant)
 
 
 def equal_footing(p: ml_collections.ConfigDict, *, gpu: bool) -> ml_collections.ConfigDict:

@@ -20,19 +20,9 @@ What the three share is in configs/compare_common.py; here, nanoGPT's gradient c
 (0.9, 0.95).
 """
 
-import importlib.util
 import pathlib
 
-import ml_collections
-
-
-def _common():
-  """configs/compare_common.py (loaded by path: config files are not a package)."""
-  spec = importlib.util.spec_from_file_location("_configs_compare_common",
-                                                pathlib.Path(__file__).with_name("compare_common.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from came_jax import config_files
 
 
 VARIANTS = ("", "gpu")
@@ -44,7 +34,7 @@ def get_config(arg=None):
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r} of configs/compare_gpt2.py; use one of {VARIANTS}")
   gpu = variant == "gpu"
-  common = _common()
+  common = config_files.load_module(pathlib.Path(__file__).with_name("compare_common.py"))
   p = common.equal_footing(common.recipe("gpt2", "" if gpu else "tiny"), gpu=gpu)
   p.data.update(dict(batch_size=16, eval_batches=32 if gpu else 8))
   p.schedule.update(dict(warmup=0.05, end_factor=0.1))

@@ -20,19 +20,9 @@ What the three share is in configs/compare_common.py (T5 itself uses no weight d
 has momentum and no parameter scaling, so it is not T5's own variant. Gradient clipping: the recipe's 1.0.
 """
 
-import importlib.util
 import pathlib
 
-import ml_collections
-
-
-def _common():
-  """configs/compare_common.py (loaded by path: config files are not a package)."""
-  spec = importlib.util.spec_from_file_location("_configs_compare_common",
-                                                pathlib.Path(__file__).with_name("compare_common.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from came_jax import config_files
 
 
 VARIANTS = ("", "gpu")
@@ -44,7 +34,7 @@ def get_config(arg=None):
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r} of configs/compare_t5.py; use one of {VARIANTS}")
   gpu = variant == "gpu"
-  common = _common()
+  common = config_files.load_module(pathlib.Path(__file__).with_name("compare_common.py"))
   p = common.equal_footing(common.recipe("t5", "" if gpu else "tiny"), gpu=gpu)
   p.data.update(dict(batch_size=32 if gpu else 16, eval_batches=32 if gpu else 8))
   p.schedule.update(dict(warmup=0.05, end_factor=0.0))

@@ -9,6 +9,7 @@ the same shapes (``optimizer.step()`` on CPU, float32, with as many threads as J
 
   python -m experiments.bench_optimizer                       # BERT-base shapes, all optimizers
   python -m experiments.bench_optimizer --models "GPT-2 small (124M)" "T5-base (v1.1)" --steps 10
+  python -m experiments.bench_optimizer --optimizers optax.adamw --chunk-bytes 0 1048576 2097152 4194304
 
 Rows are interleaved (one timed step of each optimizer in turn) so that background load hits them alike.
 """
@@ -136,11 +137,18 @@ def main() -> None:
   parser.add_argument("--optimizers", nargs="*", default=None, help="labels to include (default: all)")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--chunk-bytes", nargs="*", type=int, default=[],
+                      help="also time came_jax.came with these row-block sizes (`chunk_bytes`; 0: unblocked)")
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 0:
     parser.error("--steps must be >= 1 and --warmup >= 0")
+  include = args.optimizers
+  for size in args.chunk_bytes:
+    label = f"came_jax.came (blocks of {size // 1024} KiB)" if size else "came_jax.came (unblocked)"
+    JAX_OPTIMIZERS[label] = functools.partial(came_jax.came, 1e-3, weight_decay=0.01, chunk_bytes=size or None)
+    include = None if include is None else [*include, label]
   for name in args.models:
-    bench_model(name, args.steps, args.warmup, args.optimizers)
+    bench_model(name, args.steps, args.warmup, include)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from came_jax import config_files
 from came_jax.data import objectives
 from came_jax.optim import registry
 from came_jax.train import metrics as metrics_lib
@@ -58,11 +59,7 @@ SMALL_SEQ = {"bert": 128, "gpt2": 256, "t5": 128}
 
 def load_config(name: str, variant: str = ""):
   """`configs/<name>.py:<variant>` (unlocked)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(f"_config_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load(os.path.join(REPO, "configs", f"{name}.py"), variant)
 
 
 def on_accelerator() -> bool:

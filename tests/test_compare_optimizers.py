@@ -7,7 +7,6 @@ are checked on synthetic records, written by the same functions.
 """
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -17,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from came_jax import config_files
 from experiments import compare_optimizers
 from experiments import compare_plots
 
@@ -148,10 +148,7 @@ def test_runs_are_recorded_and_their_checkpoints_removed(tiny_comparison):
 
 
 def _load_config(name, variant):
-  spec = importlib.util.spec_from_file_location(f"_config_{name}", os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load(os.path.join(REPO, "configs", f"{name}.py"), variant)
 
 
 def _fake_record(phase, b, opt, lr, seed, heldout, steps=100):

@@ -2,7 +2,6 @@
 (relative error <= 1e-4, fp32); a pretraining run directory exports with its tokenizer; crammed BERT is refused
 with the features that prevent it."""
 
-import importlib.util
 import json
 import pathlib
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 import transformers
 
+from came_jax import config_files
 from came_jax import export, pretrained
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.models import bert, gpt2, t5
@@ -147,10 +147,7 @@ def test_crammed_bert_is_refused_with_its_features(tmp_path):
 def _fake_run(run_dir, config_name, tokenizer, *, model_overrides=None, seed=0):
     """A pretraining run directory as the trainer leaves it (run_config.json, tokenizer/, checkpoints/<step>),
     with random (perturbed) parameters instead of training."""
-    spec = importlib.util.spec_from_file_location(f"_cfg_{config_name}", REPO / "configs" / f"{config_name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("tiny")
+    config = config_files.load(REPO / "configs" / f"{config_name}.py", "tiny")
     config.data.vocab_size = tokenizer.vocab_size
     config.model.update(model_overrides or {})
     ckpt_lib.record_run(str(run_dir), config)

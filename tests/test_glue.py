@@ -3,7 +3,6 @@ table, a tiny BERT from a real (few-step) pretraining run fine-tuned on real RTE
 regression from random init."""
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 
@@ -12,6 +11,7 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
+from came_jax import config_files
 from came_jax import pretrained
 from came_jax.glue import finetune, metrics, report, tasks
 
@@ -19,10 +19,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(variant="tiny"):
-    spec = importlib.util.spec_from_file_location("_glue_config", REPO / "configs" / "glue.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return config_files.load(REPO / "configs" / "glue.py", variant)
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -256,10 +253,7 @@ def pretrained_run(shared_data, tmp_path_factory):
     sample), so the fine-tuning reads exactly what the trainer writes."""
     from came_jax.train import trainer
 
-    spec = importlib.util.spec_from_file_location("_bert_config", REPO / "configs" / "bert_cramming.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
+    c = config_files.load(REPO / "configs" / "bert_cramming.py", "tiny")
     c.data.update(dict(path=str(shared_data / "corpus" / "state_union"), eval_path="", tokenizer_sentences=2000,
                        cache_dir=str(tmp_path_factory.mktemp("cache")), prefetch=0))
     c.update(dict(max_steps=2, batch_size=16, log_every_steps=1, tensorboard=False))
