@@ -49,6 +49,9 @@ def comparison(name: str, pretrain: ml_collections.ConfigDict, *, learning_rates
   c.name = name
   c.pretrain = pretrain
   c.optimizers = OPTIMIZERS
+  # Compared optimizers beyond the registry's names: label -> a registry optimizer and fields of its section.
+  c.variants = ml_collections.ConfigDict(dict(
+      came_bc=dict(optimizer="came", overrides=dict(bias_correction=True))))  # CAME, bias-corrected
   c.learning_rates = ml_collections.ConfigDict(learning_rates)  # the sweep's grid per optimizer
   c.batch_sizes = tuple(batch_sizes)  # sequences per step (multiples of pretrain.data.batch_size)
   c.steps = steps

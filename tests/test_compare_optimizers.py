@@ -231,7 +231,8 @@ def test_seed_band_aligns_runs_on_common_steps():
 
 
 @pytest.mark.parametrize("name,variant", [("compare_bert", v) for v in ("", "large_batch", "gpu", "gpu_large_batch")]
-                         + [("compare_gpt2", v) for v in ("", "gpu")] + [("compare_t5", v) for v in ("", "gpu")])
+                         + [("compare_gpt2", v) for v in ("", "long", "gpu")]
+                         + [("compare_t5", v) for v in ("", "gpu")])
 def test_every_comparison_run_is_a_valid_training_config(name, variant):
   """Every run a comparison would start (GPU sizes included, which CI cannot run) passes the trainer's checks."""
   from came_jax.train import validation  # pylint: disable=g-import-not-at-top
@@ -243,8 +244,27 @@ def test_every_comparison_run_is_a_valid_training_config(name, variant):
         run = compare_optimizers.run_config(config, phase="sweep", optimizer=opt, learning_rate=lr, batch_size=b,
                                             seed=config.sweep.seed, steps=config.steps, tokenizer_path="")
         validation.check(run)
-        assert (run.optimizer.name, run.batch_size, run.max_steps) == (opt, b, config.steps)
+        base = config.variants[opt].optimizer if opt in config.variants else opt
+        assert (run.optimizer.name, run.batch_size, run.max_steps) == (base, b, config.steps)
+        assert run.optimizer[base].learning_rate == lr
   if not variant.startswith("gpu"):  # the docstring gives the CPU command (the GPU sizes are named there)
     suffix = f":{variant}" if variant else ""
     command = f"python -m experiments.compare_optimizers --config configs/{name}.py{suffix}"
     assert command in open(os.path.join(REPO, "configs", f"{name}.py")).read()
+
+
+def test_variants_are_registry_optimizers_with_fields_changed(tmp_path):
+  config = _load_config("compare_gpt2", "long")
+  assert config.optimizers == ("came", "came_bc", "adamw", "adafactor")
+  came = compare_optimizers.run_config(config, phase="full", optimizer="came", learning_rate=1e-4, batch_size=16,
+                                       seed=0, steps=3000, tokenizer_path="")
+  came_bc = compare_optimizers.run_config(config, phase="full", optimizer="came_bc", learning_rate=1e-3,
+                                          batch_size=16, seed=0, steps=3000, tokenizer_path="")
+  assert came.optimizer.name == came_bc.optimizer.name == "came"
+  assert not came.optimizer.came.bias_correction and came_bc.optimizer.came.bias_correction
+  assert (came.optimizer.came.learning_rate, came_bc.optimizer.came.learning_rate) == (1e-4, 1e-3)
+  with pytest.raises(ValueError, match="config.variants"):
+    config = _load_config("compare_gpt2", "")
+    config.optimizers = ("came_xyz",)
+    compare_optimizers.run_comparison(config, str(tmp_path / "work"), str(tmp_path / "out"))
+  assert not (tmp_path / "work").exists()  # refused before anything is written

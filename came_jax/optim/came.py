@@ -1,24 +1,57 @@
-"""CAME: Confidence-guided Adaptive Memory Efficient optimization, as an optax transformation.
+r"""CAME: Confidence-guided Adaptive Memory Efficient optimization, as an optax transformation.
 
 CAME is Adafactor's factored second moment plus a *confidence* correction. For a gradient ``g`` of a matrix
 parameter (rank >= 2 tensors are factored over two axes; leading axes are batch axes), with ``β1, β2, β3``:
 
 .. math::
 
-  G_t &= g_t^2 + ε_1,\\quad r_t = β_2 r_{t-1} + (1-β_2)\\,\\mathrm{mean}_{cols}(G_t),\\quad
-  c_t = β_2 c_{t-1} + (1-β_2)\\,\\mathrm{mean}_{rows}(G_t)\\\\
-  u_t &= g_t \\,/\\, \\sqrt{(r_t / \\mathrm{mean}(r_t)) \\otimes c_t},\\qquad
-  \\hat u_t = u_t / \\max(1, \\mathrm{RMS}(u_t) / d)\\\\
-  m_t &= β_1 m_{t-1} + (1-β_1) \\hat u_t\\\\
-  U_t &= (\\hat u_t - m_t)^2 + ε_2,\\quad R_t = β_3 R_{t-1} + (1-β_3)\\,\\mathrm{mean}_{cols}(U_t),\\quad
-  C_t = β_3 C_{t-1} + (1-β_3)\\,\\mathrm{mean}_{rows}(U_t)\\\\
-  s_t &= m_t \\,/\\, \\sqrt{(R_t / \\mathrm{mean}(R_t)) \\otimes C_t}
+  G_t &= g_t^2 + ε_1,\quad r_t = β_2 r_{t-1} + (1-β_2)\,\mathrm{mean}_{cols}(G_t),\quad
+  c_t = β_2 c_{t-1} + (1-β_2)\,\mathrm{mean}_{rows}(G_t)\\
+  u_t &= g_t \,/\, \sqrt{(r_t / \mathrm{mean}(r_t)) \otimes c_t},\qquad
+  \hat u_t = u_t / \max(1, \mathrm{RMS}(u_t) / d)\\
+  m_t &= β_1 m_{t-1} + (1-β_1) \hat u_t\\
+  U_t &= (\hat u_t - m_t)^2 + ε_2,\quad R_t = β_3 R_{t-1} + (1-β_3)\,\mathrm{mean}_{cols}(U_t),\quad
+  C_t = β_3 C_{t-1} + (1-β_3)\,\mathrm{mean}_{rows}(U_t)\\
+  s_t &= m_t \,/\, \sqrt{(R_t / \mathrm{mean}(R_t)) \otimes C_t}
 
 Tensors of rank 0 and 1 (and, under the ``"largest_two"`` policy, tensors too small to factor) keep a full second
 moment ``v_t = β_2 v_{t-1} + (1-β_2) G_t`` and take the momentum itself as their step: they get no confidence
-correction. There is no bias correction. :func:`came` then applies decoupled weight decay and the learning rate:
-``p ← p − lr·wd·p − lr·s``. This is Algorithm 2 of the paper, and the defaults reproduce the official PyTorch
-implementation (``came-pytorch`` 0.1.3) to float32 rounding.
+correction. :func:`came` then applies decoupled weight decay and the learning rate: ``p ← p − lr·wd·p − lr·s``.
+This is Algorithm 2 of the paper, and the defaults reproduce the official PyTorch implementation (``came-pytorch``
+0.1.3) to float32 rounding.
+
+**The reference's start-up spike.** Every average above starts at zero and none is bias-corrected. The clipping
+hides this for ``û`` (its RMS is at most ``d``), but not for the step: at step 1, ``m_1 = (1-β1) û``,
+``C_1 = (1-β3)·0.81·mean(û²)``, so ``s_1 ≈ 0.1 û / √(1e-4 · 0.81 · û²) ≈ 11 · sign(û)``: a matrix's step is ~11×
+an unbiased one, and the inflation, ``≈ √(1/(1-β3ᵗ))``, decays only over ~1/(1-β3) = 10,000 steps (still 5.8× at
+step 300). A vector's step is ``m_t`` itself: ``(1-β1)`` = 0.1× at step 1. So the reference wants a 10-100×
+smaller learning rate than Adam early on, and a different one at every horizon.
+
+**Bias correction** (``bias_correction=True``, not in the paper or the reference) divides each average that
+sets the step's scale by ``1 - βᵗ``, as Adam does, with ``t`` the number of updates including this one:
+
+.. math::
+
+  \hat c_t = c_t / (1-β_2^t),\quad \hat v_t = v_t / (1-β_2^t),\quad \hat m_t = m_t / (1-β_1^t),\quad
+  \hat C_t = C_t / (1-β_3^t)\\
+  u_t = g_t / \sqrt{(r_t / \mathrm{mean}(r_t)) \otimes \hat c_t},\qquad
+  s_t = \hat m_t / \sqrt{(R_t / \mathrm{mean}(R_t)) \otimes \hat C_t}\quad(\text{vectors: } u_t = g_t /
+  \sqrt{\hat v_t},\ s_t = \hat m_t)
+
+The row statistics need no correction (only their ratio to their mean is used). The instability stays measured
+against the *uncorrected* momentum, ``U_t = (û_t - m_t)² + ε_2``: against ``\hat m_1 = û_1`` it would be zero at
+step 1, and the step would divide by ``√ε_2``. At step 1 this gives ``s_1 = û_1 / (0.9 |û_1|)``, an RMS of ~1.1,
+and from there an update on Adam's scale (``tests/optim/test_came.py`` checks it within 3× of Adam's at steps 1,
+10, 100 and 300 on noisy gradients, where the reference is 11× at step 1 and 23× at step 10). The corrections are
+scalars per step, so they compose with every other option (momentum storage, blocking, sharding).
+
+**Hyperparameter arithmetic.** The betas are taken as float32 values and their complements ``1 - β`` computed in
+float32, so that a hyperparameter means the same number whether it arrives as a Python float or, under
+``optax.inject_hyperparams`` (and this project's trainer), as a float32 array. ``came-pytorch`` computes ``1 - β``
+in float64 before rounding it; the two agree exactly when ``β`` is a float32 number, and differ by the rounding of
+``β`` otherwise (``1 - fp32(0.9999)`` is 1.7e-4 above 1e-4; the step, 8e-5 relative, at β3 = 0.9999). Without a
+bias correction nothing cancels that rounding, so a path that matched both the reference at decimal betas and
+its own injected form at rtol 1e-5 cannot exist; the injected form is what the trainer runs.
 
 Statistics are always fp32 (gradients are upcast); the updates come back in each gradient's dtype. The momentum may
 be stored in bf16 or as block-wise 8-bit codes (:mod:`came_jax.optim.quantization`) to halve or quarter the state.
@@ -76,6 +109,21 @@ class _Layout:
 
   axes: Optional[tuple[int, int]]
   quantized: bool
+
+
+class _Coefficients(NamedTuple):
+  """One step's scalars: the betas, their complements (float32, see the module docstring), and the factors the
+  bias correction puts on the column second moment's rsqrt, the momentum and the column instability's rsqrt."""
+
+  b1: jax.Array
+  b2: jax.Array
+  b3: jax.Array
+  c1: jax.Array
+  c2: jax.Array
+  c3: jax.Array
+  col_scale: jax.Array
+  mu_scale: jax.Array
+  res_col_scale: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +192,7 @@ def scale_by_came(
     quantization_block_size: Optional[int] = None,
     min_quantized_size: Optional[int] = None,
     chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
+    bias_correction: bool = False,
 ) -> optax.GradientTransformation:
   """Rescales updates with CAME's factored second moment and confidence correction (no learning rate).
 
@@ -171,6 +220,8 @@ def scale_by_came(
       chunks at 2 MiB on a single-device CPU backend and never elsewhere (GPU/TPU compilers fuse the passes
       themselves, and chunking a sharded row axis would gather it). Numerics are the same either way, up to
       the order of float32 sums.
+    bias_correction: divide the momentum, the column (and full) second moment and the column instability by
+      ``1 - βᵗ`` (see the module docstring); ``False`` is the reference.
 
   The three structural integers default to ``None`` (meaning the defaults above) so that
   ``optax.inject_hyperparams``, which turns every numeric argument into a traced array, leaves them static.
@@ -204,6 +255,8 @@ def scale_by_came(
                       ("min_quantized_size", min_quantized_size)):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"CAME: `{name}` must be a positive integer, got {value!r}")
+  if not isinstance(bias_correction, bool):
+    raise ValueError(f"CAME: `bias_correction` must be True or False, got {bias_correction!r}")
 
   if chunk_bytes == "auto":
     chunk_bytes = 1 << 21 if jax.default_backend() == "cpu" and jax.device_count() == 1 else None
@@ -275,40 +328,52 @@ def scale_by_came(
         r_row=field("r_row"), r_col=field("r_col"),
     )
 
-  def update_leaf(count, path, g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
+  def coefficients(count: jax.Array) -> _Coefficients:
+    """This step's betas, their complements and the bias corrections (ones without it), all float32."""
+    b = [jnp.asarray(x, jnp.float32) for x in (b1, b2, b3)]
+    one = jnp.ones([], jnp.float32)
+    if bias_correction:
+      t = optax.safe_increment(count).astype(jnp.float32)  # updates taken, this one included
+      c1, c2, c3 = (1.0 - x ** t for x in b)
+      corrections = dict(col_scale=jnp.sqrt(c2), mu_scale=1.0 / c1, res_col_scale=jnp.sqrt(c3))
+    else:
+      corrections = dict(col_scale=one, mu_scale=one, res_col_scale=one)
+    return _Coefficients(*b, *(1.0 - x for x in b), **corrections)
+
+  def update_leaf(k, count, path, g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
     lay = layout(tuple(g.shape))
     salt = zlib.crc32(jax.tree_util.keystr(path).encode())
     dither = lambda shape, first=0: rounding.random_bits(shape, first, count, salt)  # noqa: E731
     if lay.axes is None:
       grad = g.astype(jnp.float32)
-      v = b2 * v + (1.0 - b2) * (jnp.square(grad) + eps1)
-      u = grad * jax.lax.rsqrt(v)
-      mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay,
+      v = k.b2 * v + k.c2 * (jnp.square(grad) + eps1)
+      u = grad * (jax.lax.rsqrt(v) * k.col_scale)
+      mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay,
                     dither)
-      return _LeafUpdate(step=load_mu(mu, lay).astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
-                         r_row=r_row, r_col=r_col)
+      return _LeafUpdate(step=(load_mu(mu, lay) * k.mu_scale).astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col,
+                         v=v, r_row=r_row, r_col=r_col)
 
     if g.ndim == 2:
-      return update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape), dither)
+      return update_matrix(k, g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape), dither)
     a, b = lay.axes
     grad = g.astype(jnp.float32)
     grad_sq = jnp.square(grad)
-    v_row = b2 * v_row + (1.0 - b2) * (jnp.mean(grad_sq, axis=b) + eps1)
-    v_col = b2 * v_col + (1.0 - b2) * (jnp.mean(grad_sq, axis=a) + eps1)
+    v_row = k.b2 * v_row + k.c2 * (jnp.mean(grad_sq, axis=b) + eps1)
+    v_col = k.b2 * v_col + k.c2 * (jnp.mean(grad_sq, axis=a) + eps1)
     row_factor = _mean_preserving_rsqrt(v_row, a)
-    col_factor = jax.lax.rsqrt(v_col)
+    col_factor = jax.lax.rsqrt(v_col) * k.col_scale
     u = grad * jnp.expand_dims(row_factor, b) * jnp.expand_dims(col_factor, a)
     u = u / jnp.maximum(1.0, _rms(u) / clip_threshold)
     # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-    mu = store_mu(b1 * load_mu(mu, lay) + (1.0 - b1) * u, lay, dither)
+    mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u, lay, dither)
     res = jnp.square(u - load_mu(mu, lay)) + eps2
-    r_row = b3 * r_row + (1.0 - b3) * jnp.mean(res, axis=b)
-    r_col = b3 * r_col + (1.0 - b3) * jnp.mean(res, axis=a)
-    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes)
+    r_row = k.b3 * r_row + k.c3 * jnp.mean(res, axis=b)
+    r_col = k.b3 * r_col + k.c3 * jnp.mean(res, axis=a)
+    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes) * (k.mu_scale * k.res_col_scale)
     return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                        r_row=r_row, r_col=r_col)
 
-  def update_matrix(g, mu, v_row, v_col, v, r_row, r_col, lay, chunk, dither) -> _LeafUpdate:
+  def update_matrix(k, g, mu, v_row, v_col, v, r_row, r_col, lay, chunk, dither) -> _LeafUpdate:
     """A factored [rows, cols] leaf, in blocks of `chunk` whole rows (one block when it fits in cache).
 
     Three passes over the blocks, each needing a statistic of the whole matrix from the one before: (1) row
@@ -328,10 +393,10 @@ def scale_by_came(
       return col_sum + column_sum(sq), jnp.mean(sq, axis=1)
 
     col_sum, row_means = jax.lax.scan(grad_sq_stats, jnp.zeros((cols,), jnp.float32), starts)
-    v_row = b2 * v_row + (1.0 - b2) * (row_means.reshape(rows) + eps1)
-    v_col = b2 * v_col + (1.0 - b2) * (col_sum / rows + eps1)
+    v_row = k.b2 * v_row + k.c2 * (row_means.reshape(rows) + eps1)
+    v_col = k.b2 * v_col + k.c2 * (col_sum / rows + eps1)
     row_factor = _mean_preserving_rsqrt(v_row, 0)
-    col_factor = jax.lax.rsqrt(v_col)
+    col_factor = jax.lax.rsqrt(v_col) * k.col_scale
 
     def sum_u_sq(total, i):
       sq = jnp.square(block(g, i).astype(jnp.float32))
@@ -352,7 +417,7 @@ def scale_by_came(
       mu_all, col_sum = carry
       u = block(g, i).astype(jnp.float32) * block(row_factor, i)[:, None] * col_factor
       # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-      stored = store_mu(b1 * load_mu(from_carry(block(mu_all, i)), lay) + (1.0 - b1) * u, lay,
+      stored = store_mu(k.b1 * load_mu(from_carry(block(mu_all, i)), lay) + k.c1 * u, lay,
                         lambda shape: dither(shape, i * cols))
       mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all,
                             to_carry(stored))
@@ -364,17 +429,17 @@ def scale_by_came(
     (mu, res_col_sum), res_row_means = jax.lax.scan(
         momentum_and_instability, (to_carry(mu), jnp.zeros((cols,), jnp.float32)), starts)
     mu = from_carry(mu)
-    r_row = b3 * r_row + (1.0 - b3) * res_row_means.reshape(rows)
-    r_col = b3 * r_col + (1.0 - b3) * (res_col_sum / rows)
-    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1))
+    r_row = k.b3 * r_row + k.c3 * res_row_means.reshape(rows)
+    r_col = k.b3 * r_col + k.c3 * (res_col_sum / rows)
+    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1)) * (k.mu_scale * k.res_col_scale)
     return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                        r_row=r_row, r_col=r_col)
 
   def update_fn(updates, state, params=None):
     del params
     leaves = jax.tree_util.tree_map_with_path(
-        functools.partial(update_leaf, state.count), updates, state.mu, state.v_row, state.v_col, state.v,
-        state.r_row, state.r_col)
+        functools.partial(update_leaf, coefficients(state.count), state.count), updates, state.mu, state.v_row,
+        state.v_col, state.v, state.r_row, state.r_col)
     field = _fields_getter(leaves)
     new_state = ScaleByCameState(
         count=optax.safe_increment(state.count),
@@ -438,6 +503,7 @@ def came(
     quantization_block_size: Optional[int] = None,
     min_quantized_size: Optional[int] = None,
     chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
+    bias_correction: bool = False,
 ) -> optax.GradientTransformation:
   """The CAME optimizer: :func:`scale_by_came`, decoupled weight decay, then the learning rate.
 
@@ -448,7 +514,8 @@ def came(
     mask: a tree of booleans (or a function of the params returning one) saying which leaves are decayed; by
       default every leaf is.
     factoring, min_dim_size_to_factor, momentum_dtype, quantization_block_size, min_quantized_size,
-      chunk_bytes: see :func:`scale_by_came`.
+      chunk_bytes, bias_correction: see :func:`scale_by_came`. ``bias_correction=True`` puts the update on
+      Adam's scale from the first step, so rates near AdamW's work (see experiments/README.md).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -477,10 +544,19 @@ def came(
           b1, b2, b3, eps1, eps2, clip_threshold,
           factoring=factoring, min_dim_size_to_factor=min_dim_size_to_factor, momentum_dtype=momentum_dtype,
           quantization_block_size=quantization_block_size, min_quantized_size=min_quantized_size,
-          chunk_bytes=chunk_bytes,
-      )
+          chunk_bytes=chunk_bytes, bias_correction=bias_correction,
+      ),
+      _decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
   ]
-  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0.0):
-    transforms.append(optax.add_decayed_weights(weight_decay, mask))
-  transforms.append(optax.scale_by_learning_rate(learning_rate))
   return optax.chain(*transforms)
+
+
+def _decayed_weights(weight_decay, mask) -> optax.GradientTransformation:
+  """``optax.add_decayed_weights``, which passes updates through untouched (params not needed) when the decay is
+  a concrete zero. The state is the same either way, so ``came(weight_decay=0.0)`` and its
+  ``inject_hyperparams`` form (where the zero is an array) have the same state tree."""
+  inner = optax.add_decayed_weights(weight_decay, mask)
+  if isinstance(weight_decay, (int, float)) and weight_decay == 0.0:
+    return optax.GradientTransformation(inner.init, lambda updates, state, params=None: (updates, state))
+  return inner

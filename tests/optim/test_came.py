@@ -118,12 +118,18 @@ def test_ignores_extra_update_arguments():
   assert_trees_all_close(a, b, rtol=0.0)
 
 
+@pytest.mark.parametrize("bias_correction", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 @pytest.mark.parametrize("momentum_dtype", ["float32", "int8"])
-def test_inject_hyperparams_gives_identical_results(momentum_dtype):
-  kwargs = dict(learning_rate=3e-3, b1=0.85, b2=0.99, b3=0.995, weight_decay=0.05)
-  plain = came_jax.came(**kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8)
+def test_inject_hyperparams_gives_identical_results(momentum_dtype, weight_decay, bias_correction):
+  # The paper's betas: 0.999 and 0.9999 are not float32 numbers, and their complements are taken in float32 on
+  # both paths (see came_jax/optim/came.py), so the two agree to rounding.
+  kwargs = dict(learning_rate=3e-3, b1=0.9, b2=0.999, b3=0.9999, weight_decay=weight_decay)
+  plain = came_jax.came(**kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8,
+                        bias_correction=bias_correction)
   injected = optax.inject_hyperparams(came_jax.came, static_args=("min_quantized_size",))(
-      **kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8)
+      **kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8, bias_correction=bias_correction)
+  assert jax.tree.structure(plain.init(_params())) == jax.tree.structure(injected.init(_params()).inner_state)
   params = _params()
   p1, s1 = params, plain.init(params)
   p2, s2 = params, injected.init(params)
@@ -154,16 +160,17 @@ def test_constant_schedule_equals_constant_learning_rate():
   assert_trees_all_close(a, b, rtol=0.0)
 
 
-def test_multi_steps_accumulates():
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_multi_steps_accumulates(bias_correction):
   k = 3
   params = _params()
-  tx = optax.MultiSteps(came_jax.came(1e-2), every_k_schedule=k)
+  tx = optax.MultiSteps(came_jax.came(1e-2, bias_correction=bias_correction), every_k_schedule=k)
   state = tx.init(params)
   grads = [_grads(params, t) for t in range(k)]
   for g in grads:
     updates, state = jax.jit(tx.update)(g, state, params)
   mean_grad = jax.tree.map(lambda *g: sum(g) / k, *grads)
-  ref = came_jax.came(1e-2)
+  ref = came_jax.came(1e-2, bias_correction=bias_correction)
   expected, _ = ref.update(mean_grad, ref.init(params), params)
   assert_trees_all_close(updates, expected, rtol=1e-5)
 
@@ -243,6 +250,68 @@ def test_weight_decay_mask():
   np.testing.assert_allclose(updates["b"], np.zeros(3), atol=1e-12)
 
 
+# --- Bias correction ----------------------------------------------------------------------------------------------
+
+def _update_rms_ratios(tx, steps=(1, 10, 100, 300)):
+  """RMS of `tx`'s update over Adam's (b1=0.9, b2=0.999), fed the same small noisy gradients, per leaf and step."""
+  rng = np.random.default_rng(0)
+  params = {"matrix": jnp.zeros((64, 48)), "vector": jnp.zeros(48)}
+  adam = optax.adam(1.0, b1=0.9, b2=0.999)
+  s1, s2 = tx.init(params), adam.init(params)
+  update, adam_update = jax.jit(tx.update), jax.jit(adam.update)
+  rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))  # noqa: E731
+  ratios = {}
+  for t in range(1, max(steps) + 1):
+    grads = jax.tree.map(lambda p: jnp.asarray(1e-3 * rng.normal(size=p.shape), jnp.float32), params)
+    (u, s1), (a, s2) = update(grads, s1, params), adam_update(grads, s2, params)
+    if t in steps:
+      ratios[t] = {k: rms(u[k]) / rms(a[k]) for k in params}
+  return ratios
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 2048])  # 2048: blocks of 8 rows
+def test_bias_corrected_update_is_on_adams_scale_from_the_first_step(chunk_bytes):
+  ratios = _update_rms_ratios(came_jax.came(1.0, bias_correction=True, chunk_bytes=chunk_bytes))
+  for t, r in ratios.items():
+    for leaf, ratio in r.items():
+      assert 1 / 3 <= ratio <= 3, f"{leaf} at step {t}: {ratio:.2f}x Adam's update RMS"
+  assert abs(ratios[1]["matrix"] - 1 / 0.9) < 0.02  # s_1 = û / (0.9 |û|): see the module docstring
+  assert abs(ratios[1]["vector"] - 1.0) < 1e-3
+
+
+def test_reference_start_up_spike_is_as_documented():
+  """The reference (no bias correction) is not on Adam's scale early: the spike the docstring describes."""
+  ratios = _update_rms_ratios(came_jax.came(1.0))
+  assert 10.5 < ratios[1]["matrix"] < 11.5 and ratios[10]["matrix"] > 15 and ratios[300]["matrix"] > 4
+  assert abs(ratios[1]["vector"] - 0.1) < 1e-3
+
+
+@pytest.mark.parametrize("momentum_dtype", ["bfloat16", "int8"])
+def test_bias_correction_composes_with_momentum_storage(momentum_dtype):
+  rng = np.random.default_rng(6)
+  params = {"w": jnp.asarray(rng.normal(size=(64, 96)), jnp.float32), "b": jnp.zeros(96)}
+  fp32 = came_jax.came(1e-2, bias_correction=True)
+  low = came_jax.came(1e-2, bias_correction=True, momentum_dtype=momentum_dtype, min_quantized_size=64)
+  s1, s2 = fp32.init(params), low.init(params)
+  for _ in range(3):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    (u1, s1), (u2, s2) = fp32.update(grads, s1, params), low.update(grads, s2, params)
+    # Rounding the stored momentum changes the update by a few percent at most, never its scale.
+    rel = float(jnp.linalg.norm(u2["w"] - u1["w"]) / jnp.linalg.norm(u1["w"]))
+    assert rel < 0.05
+
+
+def test_bias_correction_leaves_the_state_as_the_reference():
+  """The correction only rescales the step: the averages in the state are the reference's."""
+  params = _params()
+  ref, bc = came_jax.scale_by_came(), came_jax.scale_by_came(bias_correction=True)
+  s1, s2 = ref.init(params), bc.init(params)
+  for t in range(3):
+    (_, s1), (_, s2) = ref.update(_grads(params, t), s1), bc.update(_grads(params, t), s2)
+  # Except the momentum, which depends on the (corrected) update û: compare the second moments only.
+  assert_trees_all_close((s1.v_row, s1.v_col, s1.v), (s2.v_row, s2.v_col, s2.v), rtol=1e-6)
+
+
 # --- Options ------------------------------------------------------------------------------------------------------
 
 def test_largest_two_factoring_policy():
@@ -278,12 +347,14 @@ def test_state_bytes(momentum_dtype, max_ratio):
   assert state_bytes <= max_ratio * param_bytes
 
 
+@pytest.mark.parametrize("bias_correction", [False, True])
 @pytest.mark.parametrize("momentum_dtype", ["float32", "bfloat16", "int8"])
-def test_chunked_matrices_match_whole_matrices(momentum_dtype):
+def test_chunked_matrices_match_whole_matrices(momentum_dtype, bias_correction):
   rng = np.random.default_rng(4)
   params = {"w": jnp.asarray(rng.normal(size=(96, 64)), jnp.float32)}
-  whole = came_jax.came(1e-2, momentum_dtype=momentum_dtype, min_quantized_size=64, chunk_bytes=None)
-  chunked = came_jax.came(1e-2, momentum_dtype=momentum_dtype, min_quantized_size=64, chunk_bytes=4096)
+  kwargs = dict(momentum_dtype=momentum_dtype, min_quantized_size=64, bias_correction=bias_correction)
+  whole = came_jax.came(1e-2, **kwargs, chunk_bytes=None)
+  chunked = came_jax.came(1e-2, **kwargs, chunk_bytes=4096)
   s1, s2 = whole.init(params), chunked.init(params)
   for t in range(5):
     grads = {"w": jnp.asarray(rng.normal(size=(96, 64)), jnp.float32)}
@@ -315,7 +386,7 @@ def test_quantization_round_trip():
      (dict(weight_decay=-0.1), "weight_decay"), (dict(learning_rate=-1.0), "learning_rate"),
      (dict(factoring="rows"), "factoring"), (dict(momentum_dtype="fp8"), "momentum_dtype"),
      (dict(quantization_block_size=0), "quantization_block_size"), (dict(chunk_bytes=0), "chunk_bytes"),
-     (dict(chunk_bytes="big"), "chunk_bytes")],
+     (dict(chunk_bytes="big"), "chunk_bytes"), (dict(bias_correction=1), "bias_correction")],
 )
 def test_invalid_hyperparameters_name_the_argument(kwargs, name):
   kwargs = {"learning_rate": 1e-3, **kwargs}

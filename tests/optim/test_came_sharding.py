@@ -55,11 +55,16 @@ def test_sharded_equals_unsharded_and_state_is_sharded(mesh, momentum_dtype):
     sharded, sharded_state = sharded_step(sharded, sharded_state, jax.device_put(g, shardings))
 
   # Sharded reductions sum in another order, so compare the total change of each param relative to its size.
-  # With 8-bit momentum a value can also cross a code boundary (one code step, ~1e-5 of the momentum).
-  tol = 1e-5 if momentum_dtype == "float32" else 1e-4
+  # With 8-bit momentum, a value that the reordered sums move across a code boundary rounds to the next code:
+  # up to ~2/127 of its block's largest momentum (companded codes), rare but possible anywhere. So for int8: all
+  # but 0.1% of the elements within 1e-5, the rest within a code step's worth (3%) of the total change.
   for k in SPECS:
     ours, ref = np.asarray(sharded[k]) - host[k], np.asarray(params[k]) - host[k]
-    assert np.max(np.abs(ours - ref)) <= tol * np.max(np.abs(ref)), k
+    err = np.abs(ours - ref) / np.max(np.abs(ref))
+    if momentum_dtype == "float32":
+      assert np.max(err) <= 1e-5, k
+    else:
+      assert np.mean(err > 1e-5) <= 1e-3 and np.max(err) <= 3e-2, (k, np.mean(err > 1e-5), np.max(err))
     assert sharded[k].sharding.is_equivalent_to(shardings[k], len(SPECS[k][0]))
 
   came_state = sharded_state[0]
