@@ -42,6 +42,12 @@ def equal_footing(p: ml_collections.ConfigDict, *, gpu: bool) -> ml_collections.
   return p
 
 
+def variants() -> ml_collections.ConfigDict:
+  """Compared optimizers beyond the registry's names: label -> a registry optimizer and fields of its section."""
+  return ml_collections.ConfigDict(dict(
+      came_bc=dict(optimizer="came", overrides=dict(bias_correction=True))))  # CAME, bias-corrected
+
+
 def comparison(name: str, pretrain: ml_collections.ConfigDict, *, learning_rates: dict, batch_sizes: tuple,
                steps: int, memory_model: str, seeds: tuple = (0, 1, 2)) -> ml_collections.ConfigDict:
   """The comparison config: `pretrain` and the fields `experiments/compare_optimizers.py` reads."""
@@ -49,9 +55,7 @@ def comparison(name: str, pretrain: ml_collections.ConfigDict, *, learning_rates
   c.name = name
   c.pretrain = pretrain
   c.optimizers = OPTIMIZERS
-  # Compared optimizers beyond the registry's names: label -> a registry optimizer and fields of its section.
-  c.variants = ml_collections.ConfigDict(dict(
-      came_bc=dict(optimizer="came", overrides=dict(bias_correction=True))))  # CAME, bias-corrected
+  c.variants = variants()
   c.learning_rates = ml_collections.ConfigDict(learning_rates)  # the sweep's grid per optimizer
   c.batch_sizes = tuple(batch_sizes)  # sequences per step (multiples of pretrain.data.batch_size)
   c.steps = steps

@@ -72,22 +72,32 @@ METRICS = ("heldout_loss", "heldout_accuracy", "heldout_perplexity", "final_trai
 
 
 # ------------------------------------------------------------------------------------------------ one run
-def optimizer_config(config: ml_collections.ConfigDict, optimizer: str) -> ml_collections.ConfigDict:
-  """`config.pretrain.optimizer` set to `optimizer`: a registry name, or a label of `config.variants` (a
+def optimizer_config(base: ml_collections.ConfigDict, variants: ml_collections.ConfigDict,
+                     optimizer: str) -> ml_collections.ConfigDict:
+  """A copy of `base` (a registry config) set to `optimizer`: a registry name, or a label of `variants` (a
   registry optimizer with some of its fields changed, e.g. CAME with `bias_correction=True`)."""
-  c = copy.deepcopy(config.pretrain.optimizer)
-  variant = config.variants.get(optimizer)
+  c = copy.deepcopy(base)
+  variant = variants.get(optimizer)
   c.name = variant.optimizer if variant is not None else optimizer
   if variant is not None:
     c[c.name].update(variant.overrides.to_dict())
   return c
 
 
+def check_optimizers(config: ml_collections.ConfigDict) -> None:
+  """Each of `config.optimizers` is a registry name or a label of `config.variants`, with a rate grid."""
+  for opt in config.optimizers:
+    known = opt in registry.OPTIMIZERS or config.variants.get(opt) is not None
+    if not known or not config.learning_rates.get(opt):
+      raise ValueError(f"config.optimizers: {opt!r} needs a known name {registry.OPTIMIZERS} or a label of "
+                       f"config.variants {tuple(config.variants)}, and a grid config.learning_rates.{opt}.")
+
+
 def run_config(config: ml_collections.ConfigDict, *, phase: str, optimizer: str, learning_rate: float,
                batch_size: int, seed: int, steps: int, tokenizer_path: str) -> ml_collections.ConfigDict:
   """`config.pretrain` with this run's optimizer, rate, batch size, seed, step count (and sweep evaluations)."""
   c = copy.deepcopy(config.pretrain)
-  c.optimizer = optimizer_config(config, optimizer)
+  c.optimizer = optimizer_config(config.pretrain.optimizer, config.variants, optimizer)
   c.optimizer[c.optimizer.name].learning_rate = float(learning_rate)
   c.batch_size = int(batch_size)
   c.seed = int(seed)
@@ -221,8 +231,8 @@ def memory(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str, Any]
   param_bytes = model_shapes.num_bytes(params)
   compared = {}
   for opt in config.optimizers:
-    compared[opt] = model_shapes.num_bytes(jax.eval_shape(registry.make(optimizer_config(config, opt)).init,
-                                                          params))
+    opt_cfg = optimizer_config(p.optimizer, config.variants, opt)
+    compared[opt] = model_shapes.num_bytes(jax.eval_shape(registry.make(opt_cfg).init, params))
   big = model_shapes.param_shapes(config.memory_model)
   big_bytes = model_shapes.num_bytes(big)
   return {"model": f"{p.model.name}:{p.model.preset}", "param_bytes": param_bytes, "state_bytes": compared,
@@ -272,11 +282,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
     if b % config.pretrain.data.batch_size:
       raise ValueError(f"config.batch_sizes: {b} is not a multiple of the micro-batch "
                        f"config.pretrain.data.batch_size={config.pretrain.data.batch_size}.")
-  for opt in config.optimizers:
-    known = opt in registry.OPTIMIZERS or config.variants.get(opt) is not None
-    if not known or not config.learning_rates.get(opt):
-      raise ValueError(f"config.optimizers: {opt!r} needs a known name {registry.OPTIMIZERS} or a label of "
-                       f"config.variants {tuple(config.variants)}, and a grid config.learning_rates.{opt}.")
+  check_optimizers(config)
   root.mkdir(parents=True, exist_ok=True)
   out.mkdir(parents=True, exist_ok=True)
 

@@ -247,22 +247,6 @@ def test_table_marks_missing_tasks_and_partial_average():
 # -------------------------------------------------------------------------------------------- fine-tuning
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(shared_data, tmp_path_factory):
-    """A real 2-step crammed-BERT `:tiny` pretraining run through the trainer (tokenizer trained on a small
-    sample), so the fine-tuning reads exactly what the trainer writes."""
-    from came_jax.train import trainer
-
-    c = config_files.load(REPO / "configs" / "bert_cramming.py", "tiny")
-    c.data.update(dict(path=str(shared_data / "corpus" / "state_union"), eval_path="", tokenizer_sentences=2000,
-                       cache_dir=str(tmp_path_factory.mktemp("cache")), prefetch=0))
-    c.update(dict(max_steps=2, batch_size=16, log_every_steps=1, tensorboard=False))
-    c.eval.every_s = c.checkpoint.every_s = 0.0
-    run_dir = tmp_path_factory.mktemp("bert_run")
-    trainer.train_and_evaluate(c, str(run_dir))
-    return run_dir
-
-
 def test_tiny_bert_finetunes_on_real_rows_and_writes_results(pretrained_run, glue_dir, tmp_path, caplog):
     config = _config("tiny")
     config.update(dict(pretrained=str(pretrained_run), tasks=("RTE", "CoLA"), data_dir=str(glue_dir),
@@ -296,7 +280,8 @@ def test_tiny_bert_finetunes_on_real_rows_and_writes_results(pretrained_run, glu
 
     # One compiled train step for both tasks and both seeds.
     cfg = dataclasses.replace(pretrained.load(pretrained_run).model_cfg, num_labels=2, dropout_rate=0.1)
-    _, train_step = finetune._compiled_step(cfg, config.optimizer.to_json())  # pylint: disable=protected-access
+    key = finetune._step_key(config.optimizer)  # pylint: disable=protected-access
+    _, train_step = finetune._compiled_step(cfg, key)  # pylint: disable=protected-access
     assert train_step._cache_size() == 1  # pylint: disable=protected-access
 
     # A re-run with the same settings reuses every (task, seed) run: same numbers, nothing retrained.

@@ -123,10 +123,17 @@ def subsample(split: tasks_lib.Split, n: int, seed: int = 0) -> tasks_lib.Split:
 # ------------------------------------------------------------------------------------------ compiled functions
 
 
+def _step_key(optimizer: ml_collections.ConfigDict) -> str:
+    """The optimizer config without its peak learning rate, which the step takes at run time: rates share a step."""
+    optimizer = ml_collections.ConfigDict(optimizer.to_dict())
+    optimizer[optimizer.name].learning_rate = 0.0
+    return optimizer.to_json()
+
+
 @functools.cache
 def _compiled_step(cfg: bert.Config, optimizer_json: str):
-    """(tx, jitted donated train step) for a model config and optimizer config: compiled once, shared by tasks
-    with the same number of labels and by all seeds."""
+    """(tx, jitted donated train step) for a model config and an optimizer config (`_step_key`): compiled once,
+    shared by tasks with the same number of labels, by all seeds and by all learning rates."""
     tx = registry.make(ml_collections.ConfigDict(json.loads(optimizer_json)))
     loss_fn = functools.partial(bert.classification_loss_fn, cfg=cfg)
     return tx, jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx), donate_argnums=0)
@@ -165,13 +172,14 @@ class Encoded:
 def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_params, data: Encoded,
               seed: int) -> tuple[Any, dict[str, Any]]:
     """Fine-tunes one seed. Returns the parameters and `{"steps", "epochs", "train_seconds", "final_loss",
-    "examples_per_sec"}`."""
+    "train_loss", "examples_per_sec", "nonfinite_steps"}`: `final_loss` is the last logged step's loss,
+    `train_loss` the mean over the last 10% of the steps (kept on the device until the end: no host syncs)."""
     train = data.train
     n = len(train["labels"])
     bs = config.batch_size
     steps_per_epoch = -(-n // bs)
     total = config.max_steps or config.epochs * steps_per_epoch
-    tx, train_step = _compiled_step(cfg, config.optimizer.to_json())
+    tx, train_step = _compiled_step(cfg, _step_key(config.optimizer))
     lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
     params = _init_params(cfg, init_rng, encoder_params)
@@ -179,6 +187,7 @@ def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_param
     inputs = {k: train[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 
     start, step, loss = time.perf_counter(), 0, float("nan")
+    tail_from, tail = int(0.9 * total), []
     epoch = 0
     while step < total:
         order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -189,6 +198,8 @@ def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_param
             batch = {k: v[None] for k, v in batch.items()}  # one micro-batch
             state, metrics = train_step(state, batch, np.int32(1), np.float32(lr_fn(step / total)))
             step += 1
+            if step > tail_from:
+                tail.append(metrics["loss"])
             if step % config.log_every_steps == 0 or step == total:
                 loss = float(metrics["loss"])
                 log.info("%s seed %d: step %d/%d (epoch %d), loss %.4f, lr %.3g", data.task.name, seed, step, total,
@@ -199,7 +210,9 @@ def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_param
     if not np.isfinite(loss) or int(state.nonfinite_total):
         log.warning("%s seed %d: %d non-finite steps skipped", data.task.name, seed, int(state.nonfinite_total))
     return state.params, {"steps": step, "epochs": round(step / steps_per_epoch, 3), "train_seconds": seconds,
-                          "final_loss": loss, "examples_per_sec": step * bs / max(seconds, 1e-9),
+                          "final_loss": loss,
+                          "train_loss": float(np.mean(jax.device_get(tail))) if tail else float("nan"),
+                          "examples_per_sec": step * bs / max(seconds, 1e-9),
                           "nonfinite_steps": int(state.nonfinite_total)}
 
 
@@ -405,6 +418,8 @@ def _run_task(config, backbone: Backbone, data: tasks_lib.TaskData, workdir: pat
         "headline": {name: dev_median[name][task.headline] for name in data.evals},
         "headline_metric": task.headline,
         "per_seed": {str(s): per_seed[s]["dev"] for s in sorted(per_seed)},
+        # Mean training loss over each seed's last 10% of steps (None for runs recorded before it was kept).
+        "train_loss": {str(s): per_seed[s].get("train_loss") for s in sorted(per_seed)},
         "submission_seed": chosen,
         "submission": submissions,
         "missing_test": [name for name, _, _ in task.tests if name not in tests],
