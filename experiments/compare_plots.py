@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 
-COLORS = {"came": "tab:red", "adamw": "tab:blue", "adafactor": "tab:green"}
-LABELS = {"came": "CAME", "adamw": "AdamW", "adafactor": "Adafactor"}
+COLORS = {"came": "tab:red", "came_bc": "tab:orange", "adamw": "tab:blue", "adafactor": "tab:green"}
+LABELS = {"came": "CAME", "came_bc": "CAME (bias-corrected)", "adamw": "AdamW", "adafactor": "Adafactor"}
 SMOOTH = 5  # training losses: trailing mean over this many logged points
 
 
@@ -91,6 +91,42 @@ def plot_curves(summary: dict[str, Any], records: list[dict[str, Any]], path: pa
       ax.grid(alpha=0.3)
       if j == 0:
         ax.legend(fontsize=8)
+  fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_log_steps(summary: dict[str, Any], records: list[dict[str, Any]], path: pathlib.Path):
+  """Train and held-out loss against the step on a log axis (a crossing early or late shows), per batch size."""
+  batches, opts = summary["batch_sizes"], summary["config"]["optimizers"]
+  cols = [("train", "training loss", SMOOTH), ("heldout", "held-out loss", 1)]
+  fig, axes = plt.subplots(len(batches), 2, figsize=(10, 3.8 * len(batches)), squeeze=False)
+  for i, b in enumerate(batches):
+    for j, (split, title, smooth) in enumerate(cols):
+      ax = axes[i][j]
+      for opt in opts:
+        runs = [r for r in records if r["phase"] == "full" and r["batch_size"] == b and r["optimizer"] == opt]
+        band = seed_band(runs, split, "loss", smooth=smooth)
+        if band is None:
+          continue
+        xs, mean, lo, hi = band
+        lr = summary["results"][f"{b}/{opt}"]["learning_rate"]
+        ax.plot(xs, mean, color=_color(opt), label=f"{_label(opt)} (lr {lr:g})")
+        ax.fill_between(xs, lo, hi, color=_color(opt), alpha=0.2, linewidth=0)
+      ref = summary.get("reference_loss")
+      if ref is not None:
+        ax.axhline(ref, color="gray", linestyle="--", linewidth=1, label="context-free reference")
+      ax.set_xscale("log")
+      ax.set_xlabel("step (log scale)")
+      ax.set_title(f"{title}, batch {b}" + (f" (mean of {smooth} logs)" if smooth > 1 else ""), fontsize=9)
+      ys = np.concatenate([ln.get_ydata() for ln in ax.get_lines() if len(ln.get_ydata()) > 2] or [np.zeros(1)])
+      if ys.size > 1 and np.all(np.isfinite(ys)):  # from the lowest loss to 1 nat above the reference
+        top = min(float(ys.max()), (ref if ref is not None else float(ys.max())) + 1.0)
+        ax.set_ylim(float(ys.min()) - 0.05, top + 0.05)
+      ax.grid(alpha=0.3, which="both")
+      ax.legend(fontsize=8)
   fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
                fontsize=10)
   fig.tight_layout()
@@ -191,10 +227,11 @@ def plot_batch_sizes(summary: dict[str, Any], path: pathlib.Path):
 
 
 def plot_all(summary: dict[str, Any], records: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
-  paths = [out / "curves_step.png", out / "curves_time.png", out / "memory.png"]
+  paths = [out / "curves_step.png", out / "curves_time.png", out / "curves_log_step.png", out / "memory.png"]
   plot_curves(summary, records, paths[0], x="step")
   plot_curves(summary, records, paths[1], x="elapsed_s")
-  plot_memory(summary, paths[2])
+  plot_log_steps(summary, records, paths[2])
+  plot_memory(summary, paths[3])
   if any(r["phase"] == "sweep" for r in records):
     paths.append(out / "sweep.png")
     plot_sweep(summary, records, paths[-1])

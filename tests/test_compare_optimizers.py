@@ -53,7 +53,7 @@ def tiny_comparison(shared_data, tmp_path_factory):
 def test_writes_every_output(tiny_comparison):
   out, summary, _, _, log = tiny_comparison
   for name in ("runs.csv", "curves.csv", "summary.json", "results.md", "curves_step.png", "curves_time.png",
-               "memory.png", "sweep.png"):
+               "curves_log_step.png", "memory.png", "sweep.png"):
     assert (out / name).stat().st_size > 0, name
   assert (out / "curves_step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "Done in" in log

@@ -113,7 +113,8 @@ class _Layout:
 
 class _Coefficients(NamedTuple):
   """One step's scalars: the betas, their complements (float32, see the module docstring), and the factors the
-  bias correction puts on the column second moment's rsqrt, the momentum and the column instability's rsqrt."""
+  bias correction puts on the rsqrt of the (column or full) second moment, on the momentum, and on the rsqrt of the
+  column instability: sqrt(1 - β2ᵗ), 1 / (1 - β1ᵗ), sqrt(1 - β3ᵗ); ones without it."""
 
   b1: jax.Array
   b2: jax.Array
@@ -121,9 +122,9 @@ class _Coefficients(NamedTuple):
   c1: jax.Array
   c2: jax.Array
   c3: jax.Array
-  col_scale: jax.Array
+  v_scale: jax.Array
   mu_scale: jax.Array
-  res_col_scale: jax.Array
+  r_scale: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,9 +336,9 @@ def scale_by_came(
     if bias_correction:
       t = optax.safe_increment(count).astype(jnp.float32)  # updates taken, this one included
       c1, c2, c3 = (1.0 - x ** t for x in b)
-      corrections = dict(col_scale=jnp.sqrt(c2), mu_scale=1.0 / c1, res_col_scale=jnp.sqrt(c3))
+      corrections = dict(v_scale=jnp.sqrt(c2), mu_scale=1.0 / c1, r_scale=jnp.sqrt(c3))
     else:
-      corrections = dict(col_scale=one, mu_scale=one, res_col_scale=one)
+      corrections = dict(v_scale=one, mu_scale=one, r_scale=one)
     return _Coefficients(*b, *(1.0 - x for x in b), **corrections)
 
   def update_leaf(k, count, path, g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
@@ -347,7 +348,7 @@ def scale_by_came(
     if lay.axes is None:
       grad = g.astype(jnp.float32)
       v = k.b2 * v + k.c2 * (jnp.square(grad) + eps1)
-      u = grad * (jax.lax.rsqrt(v) * k.col_scale)
+      u = grad * (jax.lax.rsqrt(v) * k.v_scale)
       mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay,
                     dither)
       return _LeafUpdate(step=(load_mu(mu, lay) * k.mu_scale).astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col,
@@ -361,7 +362,7 @@ def scale_by_came(
     v_row = k.b2 * v_row + k.c2 * (jnp.mean(grad_sq, axis=b) + eps1)
     v_col = k.b2 * v_col + k.c2 * (jnp.mean(grad_sq, axis=a) + eps1)
     row_factor = _mean_preserving_rsqrt(v_row, a)
-    col_factor = jax.lax.rsqrt(v_col) * k.col_scale
+    col_factor = jax.lax.rsqrt(v_col) * k.v_scale
     u = grad * jnp.expand_dims(row_factor, b) * jnp.expand_dims(col_factor, a)
     u = u / jnp.maximum(1.0, _rms(u) / clip_threshold)
     # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
@@ -369,7 +370,7 @@ def scale_by_came(
     res = jnp.square(u - load_mu(mu, lay)) + eps2
     r_row = k.b3 * r_row + k.c3 * jnp.mean(res, axis=b)
     r_col = k.b3 * r_col + k.c3 * jnp.mean(res, axis=a)
-    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes) * (k.mu_scale * k.res_col_scale)
+    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes) * (k.mu_scale * k.r_scale)
     return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                        r_row=r_row, r_col=r_col)
 
@@ -396,7 +397,7 @@ def scale_by_came(
     v_row = k.b2 * v_row + k.c2 * (row_means.reshape(rows) + eps1)
     v_col = k.b2 * v_col + k.c2 * (col_sum / rows + eps1)
     row_factor = _mean_preserving_rsqrt(v_row, 0)
-    col_factor = jax.lax.rsqrt(v_col) * k.col_scale
+    col_factor = jax.lax.rsqrt(v_col) * k.v_scale
 
     def sum_u_sq(total, i):
       sq = jnp.square(block(g, i).astype(jnp.float32))
@@ -431,7 +432,7 @@ def scale_by_came(
     mu = from_carry(mu)
     r_row = k.b3 * r_row + k.c3 * res_row_means.reshape(rows)
     r_col = k.b3 * r_col + k.c3 * (res_col_sum / rows)
-    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1)) * (k.mu_scale * k.res_col_scale)
+    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1)) * (k.mu_scale * k.r_scale)
     return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
                        r_row=r_row, r_col=r_col)
 
