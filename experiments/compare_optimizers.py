@@ -1,4 +1,4 @@
-r"""CAME vs AdamW vs Adafactor on one model, at equal steps and tokens, each at the rate a small sweep picks.
+r"""Optimizers (CAME, AdamW, Adafactor, ...) on one model, at equal steps and tokens, each at the rate a sweep picks.
 
   python -m experiments.compare_optimizers --config configs/compare_bert.py --workdir runs/compare_bert \
       [--out experiments/results/compare_bert] [--config.seeds='(0,1)'] [--config.steps=300]
@@ -14,6 +14,9 @@ For each batch size in `config.batch_sizes` (several: the large-batch study, sam
    the reported mean).
 2. Full runs: every optimizer at its kept rate for `config.steps` steps, for each seed of `config.seeds`
    (seeds in the outer loop, so a slower stretch of a shared machine falls on all optimizers alike).
+
+An optimizer is a registry name (`came`, `adamw`, `adafactor`) or a label of `config.variants`: a registry
+optimizer with fields of its section changed (`came_bc`: CAME with `bias_correction=True`).
 
 Every run is `came_jax.train.trainer.train_and_evaluate` on `config.pretrain` with `max_steps`, `batch_size`,
 `seed`, `data.seed` and the optimizer's name and rate replaced; one tokenizer is trained for all of them. A run

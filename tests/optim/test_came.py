@@ -10,6 +10,7 @@ import pytest
 
 import came_jax
 from came_jax.optim import quantization
+from experiments import startup_spike
 
 
 def assert_trees_all_close(a, b, rtol=1e-6, atol=0.0):
@@ -252,26 +253,10 @@ def test_weight_decay_mask():
 
 # --- Bias correction ----------------------------------------------------------------------------------------------
 
-def _update_rms_ratios(tx, steps=(1, 10, 100, 300)):
-  """RMS of `tx`'s update over Adam's (b1=0.9, b2=0.999), fed the same small noisy gradients, per leaf and step."""
-  rng = np.random.default_rng(0)
-  params = {"matrix": jnp.zeros((64, 48)), "vector": jnp.zeros(48)}
-  adam = optax.adam(1.0, b1=0.9, b2=0.999)
-  s1, s2 = tx.init(params), adam.init(params)
-  update, adam_update = jax.jit(tx.update), jax.jit(adam.update)
-  rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))  # noqa: E731
-  ratios = {}
-  for t in range(1, max(steps) + 1):
-    grads = jax.tree.map(lambda p: jnp.asarray(1e-3 * rng.normal(size=p.shape), jnp.float32), params)
-    (u, s1), (a, s2) = update(grads, s1, params), adam_update(grads, s2, params)
-    if t in steps:
-      ratios[t] = {k: rms(u[k]) / rms(a[k]) for k in params}
-  return ratios
-
-
 @pytest.mark.parametrize("chunk_bytes", [None, 2048])  # 2048: blocks of 8 rows
 def test_bias_corrected_update_is_on_adams_scale_from_the_first_step(chunk_bytes):
-  ratios = _update_rms_ratios(came_jax.came(1.0, bias_correction=True, chunk_bytes=chunk_bytes))
+  """Fed the same small noisy gradients as optax.adam(b1=0.9, b2=0.999) (experiments/startup_spike.py)."""
+  ratios = startup_spike.ratios([1, 10, 100, 300], chunk_bytes=chunk_bytes)["came_bc"]
   for t, r in ratios.items():
     for leaf, ratio in r.items():
       assert 1 / 3 <= ratio <= 3, f"{leaf} at step {t}: {ratio:.2f}x Adam's update RMS"
@@ -281,7 +266,7 @@ def test_bias_corrected_update_is_on_adams_scale_from_the_first_step(chunk_bytes
 
 def test_reference_start_up_spike_is_as_documented():
   """The reference (no bias correction) is not on Adam's scale early: the spike the docstring describes."""
-  ratios = _update_rms_ratios(came_jax.came(1.0))
+  ratios = startup_spike.ratios([1, 10, 100, 300])["came"]
   assert 10.5 < ratios[1]["matrix"] < 11.5 and ratios[10]["matrix"] > 15 and ratios[300]["matrix"] > 4
   assert abs(ratios[1]["vector"] - 0.1) < 1e-3
 
