@@ -63,23 +63,36 @@ def _panels(objective: str) -> list[tuple[str, str, str, int]]:
   return cols
 
 
+def _save_curves(fig, summary: dict[str, Any], path: pathlib.Path) -> None:
+  fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _plot_bands(ax, summary, records, batch_size: int, split: str, key: str, x: str = "step", smooth: int = 1):
+  """Each optimizer's full runs at `batch_size`: the mean over seeds of `key` and its min-max band."""
+  for opt in summary["config"]["optimizers"]:
+    runs = [r for r in records if r["phase"] == "full" and r["batch_size"] == batch_size and r["optimizer"] == opt]
+    band = seed_band(runs, split, key, x=x, smooth=smooth)
+    if band is None:
+      continue
+    xs, mean, lo, hi = band
+    lr = summary["results"][f"{batch_size}/{opt}"]["learning_rate"]
+    ax.plot(xs, mean, color=_color(opt), label=f"{_label(opt)} (lr {lr:g})")
+    ax.fill_between(xs, lo, hi, color=_color(opt), alpha=0.2, linewidth=0)
+
+
 def plot_curves(summary: dict[str, Any], records: list[dict[str, Any]], path: pathlib.Path, x: str = "step"):
   """One row per batch size; columns: train loss, held-out loss, (MLM accuracy | perplexity)."""
-  batches, opts = summary["batch_sizes"], summary["config"]["optimizers"]
+  batches = summary["batch_sizes"]
   cols = _panels(summary["objective"])
   fig, axes = plt.subplots(len(batches), len(cols), figsize=(4.6 * len(cols), 3.6 * len(batches)), squeeze=False)
   for i, b in enumerate(batches):
     for j, (split, key, title, smooth) in enumerate(cols):
       ax = axes[i][j]
-      for opt in opts:
-        runs = [r for r in records if r["phase"] == "full" and r["batch_size"] == b and r["optimizer"] == opt]
-        band = seed_band(runs, split, key, x=x, smooth=smooth)
-        if band is None:
-          continue
-        xs, mean, lo, hi = band
-        lr = summary["results"][f"{b}/{opt}"]["learning_rate"]
-        ax.plot(xs, mean, color=_color(opt), label=f"{_label(opt)} (lr {lr:g})")
-        ax.fill_between(xs, lo, hi, color=_color(opt), alpha=0.2, linewidth=0)
+      _plot_bands(ax, summary, records, b, split, key, x=x, smooth=smooth)
       ax.set_title(f"{title}, batch {b}" + (f" (mean of {smooth} logs)" if smooth > 1 else ""), fontsize=9)
       ax.set_xlabel("step" if x == "step" else "training time (s, mean over seeds)")
       if key == "loss":
@@ -91,30 +104,18 @@ def plot_curves(summary: dict[str, Any], records: list[dict[str, Any]], path: pa
       ax.grid(alpha=0.3)
       if j == 0:
         ax.legend(fontsize=8)
-  fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
-               fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save_curves(fig, summary, path)
 
 
 def plot_log_steps(summary: dict[str, Any], records: list[dict[str, Any]], path: pathlib.Path):
   """Train and held-out loss against the step on a log axis (a crossing early or late shows), per batch size."""
-  batches, opts = summary["batch_sizes"], summary["config"]["optimizers"]
+  batches = summary["batch_sizes"]
   cols = [("train", "training loss", SMOOTH), ("heldout", "held-out loss", 1)]
   fig, axes = plt.subplots(len(batches), 2, figsize=(10, 3.8 * len(batches)), squeeze=False)
   for i, b in enumerate(batches):
     for j, (split, title, smooth) in enumerate(cols):
       ax = axes[i][j]
-      for opt in opts:
-        runs = [r for r in records if r["phase"] == "full" and r["batch_size"] == b and r["optimizer"] == opt]
-        band = seed_band(runs, split, "loss", smooth=smooth)
-        if band is None:
-          continue
-        xs, mean, lo, hi = band
-        lr = summary["results"][f"{b}/{opt}"]["learning_rate"]
-        ax.plot(xs, mean, color=_color(opt), label=f"{_label(opt)} (lr {lr:g})")
-        ax.fill_between(xs, lo, hi, color=_color(opt), alpha=0.2, linewidth=0)
+      _plot_bands(ax, summary, records, b, split, "loss", smooth=smooth)
       ref = summary.get("reference_loss")
       if ref is not None:
         ax.axhline(ref, color="gray", linestyle="--", linewidth=1, label="context-free reference")
@@ -127,11 +128,7 @@ def plot_log_steps(summary: dict[str, Any], records: list[dict[str, Any]], path:
         ax.set_ylim(float(ys.min()) - 0.05, top + 0.05)
       ax.grid(alpha=0.3, which="both")
       ax.legend(fontsize=8)
-  fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
-               fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save_curves(fig, summary, path)
 
 
 def _zoom(ax) -> None:
