@@ -1,15 +1,16 @@
 """What the `configs/compare_*.py` comparisons share (run by `experiments/compare_optimizers.py`).
 
-`recipe` loads the pretraining config a comparison starts from; `equal_footing` sets what must be the same for the
-three optimizers; `comparison` builds the comparison's own fields around it.
+`recipe` loads the pretraining config a comparison starts from; `equal_footing` sets what must be the same for the three
+optimizers; `comparison` builds the comparison's own fields around it.
 
-Equal footing: a constant batch (every optimizer sees the same tokens at every step), runs bounded by `max_steps`
-(so the schedules follow step / max_steps, not the clock), no weight decay (optax's Adafactor decay is not scaled
-by the learning rate, so no common setting would mean the same thing), momentum 0.9 for all three (Adafactor's
-`momentum=0.9`, and `multiply_by_parameter_scale=False` so its rate is on the same scale as the others'), CAME at
-the paper's betas (0.9, 0.999, 0.9999), and every matrix factored by both Adafactor (`min_dim_size_to_factor=16`;
-optax's 128 would leave the tiny models' 64-wide matrices unfactored, i.e. Adam-like) and CAME. The gradient
-clipping and AdamW's betas stay the recipe's (cramming's for BERT, nanoGPT's for GPT-2), the same for all three.
+Equal footing: a constant batch (every optimizer sees the same tokens at every step), runs bounded by `max_steps` (so
+the schedules follow step / max_steps, not the clock), no weight decay (optax's Adafactor decay is not scaled by the
+learning rate, so no common setting would mean the same thing), momentum 0.9 for all three (Adafactor's `momentum=0.9`,
+and `multiply_by_parameter_scale=False` so its rate is on the same scale as the others'), CAME at the paper's betas
+(0.9, 0.999, 0.9999) as the reference (no bias correction; `came_bc` is the corrected one), and every matrix factored by
+both Adafactor (`min_dim_size_to_factor=16`; optax's 128 would leave the tiny models' 64-wide matrices unfactored, i.e.
+Adam-like) and CAME. The gradient clipping and AdamW's betas stay the recipe's (cramming's for BERT, nanoGPT's for
+GPT-2), the same for all three.
 """
 
 import pathlib
@@ -31,7 +32,7 @@ def equal_footing(p: ml_collections.ConfigDict, *, gpu: bool) -> ml_collections.
   p.data.path = "../shared/data/corpus"  # relative to the repository root, next to which ../shared/data lies
   p.batch_ramp = 0.0
   p.budget = "24h"  # runs are bounded by max_steps (set per run)
-  p.optimizer.came.update(dict(weight_decay=0.0, b1=0.9, b2=0.999, b3=0.9999))
+  p.optimizer.came.update(dict(weight_decay=0.0, b1=0.9, b2=0.999, b3=0.9999, bias_correction=False))
   p.optimizer.adamw.update(dict(weight_decay=0.0))
   p.optimizer.adafactor.update(dict(weight_decay=0.0, momentum=0.9, min_dim_size_to_factor=16,
                                     multiply_by_parameter_scale=False))

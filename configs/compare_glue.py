@@ -37,6 +37,7 @@ def get_config(arg=None):
   glue.max_train_examples = 4000
   glue.seeds = (0, 1, 2)
   glue.log_every_steps = 1000
+  glue.optimizer.came.bias_correction = False  # "came" is the reference; `came_bc` the corrected one
 
   c = ml_collections.ConfigDict()
   c.name = "compare_glue"

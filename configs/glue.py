@@ -5,13 +5,13 @@ Full recipe (every task found in ../shared/data/glue; one GPU):
   python -m experiments.finetune_glue --config configs/glue.py --config.pretrained=runs/bert_cramming \
       --workdir runs/bert_cramming_glue [--config.optimizer.name=came] [--config.tasks='("RTE","CoLA")']
 
-5 epochs, batch 16, max length 128, AdamW (lr 4e-5, betas 0.9/0.98, eps 1e-6, no weight decay, no clipping)
-under cosine decay with 10% linear warm-up, dropout 0.1, 5 seeds with the median reported; dev sets are scored
-and test sets predicted in GLUE submission format. `--config.optimizer.name=came` swaps in CAME at the same peak
-rate (not tuned for fine-tuning). Results: `OUT/results.md` (cramming's table), `OUT/results.json`,
-`OUT/submission/*.tsv`. Here MNLI and QQP are absent and QNLI has no train split: those columns show '–'.
-Expected: cramming reports an average around 78-80 for its 24-hour crammed BERT (MNLI ~83); a model pretrained
-on the 24 MB sample corpus will score far lower. Not yet measured on a GPU with this code.
+5 epochs, batch 16, max length 128, AdamW (lr 4e-5, betas 0.9/0.98, eps 1e-6, no weight decay, no clipping) under
+cosine decay with 10% linear warm-up, dropout 0.1, 5 seeds with the median reported; dev sets are scored and test
+sets predicted in GLUE submission format. `--config.optimizer.name=came` swaps in bias-corrected CAME at the same
+peak rate (AdamW's rates transfer to it: experiments/README.md, GLUE). Results: `OUT/results.md` (cramming's table),
+`OUT/results.json`, `OUT/submission/*.tsv`. Here MNLI and QQP are absent and QNLI has no train split: those columns
+show '–'. Expected: cramming reports an average around 78-80 for its 24-hour crammed BERT (MNLI ~83); a model
+pretrained on the 24 MB sample corpus will score far lower. Not yet measured on a GPU with this code.
 
 Tiny variant (CPU, about a minute; random init unless `--config.pretrained` is given, a tokenizer is trained on
 the GLUE training text when neither a run nor `tokenizer_path` provides one):
@@ -63,7 +63,7 @@ def get_config(arg=None):
   c.optimizer.name = "adamw"
   c.optimizer.grad_clip_norm = 0.0
   c.optimizer.adamw.update(dict(learning_rate=4e-5, weight_decay=0.0, b1=0.9, b2=0.98, eps=1e-6))
-  c.optimizer.came.update(dict(learning_rate=4e-5, weight_decay=0.0))
+  c.optimizer.came.update(dict(learning_rate=4e-5, weight_decay=0.0, bias_correction=True))
   c.optimizer.adafactor.update(dict(learning_rate=4e-5))
   c.schedule = ml_collections.ConfigDict(dict(name="budget-cosine", warmup=0.1, end_factor=0.0))
 

@@ -5,7 +5,8 @@ Full run (one A100/H100-class GPU, 24 hours, bf16 compute):
   python -m experiments.pretrain --config configs/gpt2.py --workdir runs/gpt2
 
 GPT-2 small at context 1024, 512 sequences (0.5M tokens) per step after a ramp over the first 10% of the budget,
-CAME (betas 0.9/0.999/0.9999, lr 6e-4, weight decay 0.1 on matrices/embeddings) with budget-cosine decay after a
+CAME (betas 0.9/0.999/0.9999, bias-corrected so that AdamW's lr 6e-4 transfers, weight decay 0.1 on
+matrices/embeddings) with budget-cosine decay after a
 1% warm-up, clipping at 1.0 (nanoGPT's recipe, with CAME in AdamW's place). `--config.optimizer.name=adamw` gives
 nanoGPT's AdamW (betas 0.9/0.95). Expected: not yet measured on a GPU with this code; on the 24 MB sample corpus
 the train loss overfits within hours, the held-out WikiText loss is the number to read.
@@ -50,7 +51,8 @@ def get_config(arg=None):
   c.optimizer = registry.default_config()
   c.optimizer.name = "came"
   c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.came.update(dict(learning_rate=6e-4, weight_decay=0.1, b1=0.9, b2=0.999, b3=0.9999))
+  c.optimizer.came.update(dict(learning_rate=6e-4, weight_decay=0.1, b1=0.9, b2=0.999, b3=0.9999,
+                               bias_correction=True))
   c.optimizer.adamw.update(dict(learning_rate=6e-4, weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8))
 
   c.schedule = ml_collections.ConfigDict(dict(

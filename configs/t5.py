@@ -4,11 +4,11 @@ Full run (one A100/H100-class GPU, 24 hours, bf16 compute):
 
   python -m experiments.pretrain --config configs/t5.py --workdir runs/t5
 
-T5.1.1 base, 512 input tokens (15% noise, mean span 3, so 114 target tokens), 128 sequences per step as in T5
-(2^16 input tokens), CAME (betas 0.9/0.999/0.9999, lr 1e-3, no weight decay: T5 uses none) with budget-linear
-decay after a 1% warm-up. `--config.optimizer.name=adafactor` gives T5's Adafactor (lr 1e-2, decay 0.8,
-parameter scaling, no momentum). Expected: not yet measured on a GPU with this code; on the 24 MB sample corpus
-the held-out WikiText loss is the number to read.
+T5.1.1 base, 512 input tokens (15% noise, mean span 3, so 114 target tokens), 128 sequences per step as in T5 (2^16
+input tokens), CAME (betas 0.9/0.999/0.9999, bias-corrected, lr 1e-3, no weight decay: T5 uses none) with budget-
+linear decay after a 1% warm-up. `--config.optimizer.name=adafactor` gives T5's Adafactor (lr 1e-2, decay 0.8,
+parameter scaling, no momentum). Expected: not yet measured on a GPU with this code; on the 24 MB sample corpus the
+held-out WikiText loss is the number to read.
 
 Tiny variant (CPU, under two minutes; 60-second budget):
 
@@ -50,7 +50,8 @@ def get_config(arg=None):
   c.optimizer = registry.default_config()
   c.optimizer.name = "came"
   c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.came.update(dict(learning_rate=1e-3, weight_decay=0.0, b1=0.9, b2=0.999, b3=0.9999))
+  c.optimizer.came.update(dict(learning_rate=1e-3, weight_decay=0.0, b1=0.9, b2=0.999, b3=0.9999,
+                               bias_correction=True))
   c.optimizer.adafactor.update(dict(learning_rate=1e-2, weight_decay=0.0, decay_rate=0.8, momentum=None,
                                     multiply_by_parameter_scale=True, clipping_threshold=1.0))
 

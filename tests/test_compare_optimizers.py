@@ -230,7 +230,8 @@ def test_seed_band_aligns_runs_on_common_steps():
   assert math.isclose(compare_plots._smooth(np.array([1.0, 3.0, 5.0]), 2)[-1], 4.0)
 
 
-@pytest.mark.parametrize("name,variant", [("compare_bert", v) for v in ("", "large_batch", "long", "gpu", "gpu_large_batch")]
+@pytest.mark.parametrize("name,variant", [("compare_bert", v)
+                                          for v in ("", "large_batch", "long", "gpu", "gpu_large_batch")]
                          + [("compare_gpt2", v) for v in ("", "long", "gpu")]
                          + [("compare_t5", v) for v in ("", "gpu")])
 def test_every_comparison_run_is_a_valid_training_config(name, variant):

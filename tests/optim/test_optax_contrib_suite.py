@@ -42,10 +42,12 @@ class CameContribTest(parameterized.TestCase):
 
   test_optimizers_accept_extra_args = parameterized.product(VARIANTS, wrap=[True, False])(
       _body("test_optimizers_accept_extra_args"))
+  # pylint: disable=protected-access
   test_optimizers = parameterized.product(
-      VARIANTS, target=(suite._setup_parabola, suite._setup_rosenbrock,  # pylint: disable=protected-access
-                        suite._setup_matrix_parabola, suite._setup_mixed_tensor_target),  # pylint: disable=protected-access
+      VARIANTS, target=(suite._setup_parabola, suite._setup_rosenbrock, suite._setup_matrix_parabola,
+                        suite._setup_mixed_tensor_target),
       dtype=("float32",))(_body("test_optimizers"))
+  # pylint: enable=protected-access
   test_optimizers_can_be_wrapped_in_inject_hyperparams = parameterized.product(VARIANTS)(
       _body("test_optimizers_can_be_wrapped_in_inject_hyperparams"))
   test_preserve_dtype = parameterized.product(VARIANTS, dtype=("bfloat16", "float32"))(
