@@ -30,13 +30,14 @@ def _spec(x):
   return spec + (None,) * (x.ndim - len(spec))
 
 
-@pytest.mark.parametrize("momentum_dtype", ["float32", "int8"])
-def test_sharded_equals_unsharded_and_state_is_sharded(mesh, momentum_dtype):
+@pytest.mark.parametrize("momentum_dtype,bias_correction", [("float32", False), ("int8", False), ("float32", True)])
+def test_sharded_equals_unsharded_and_state_is_sharded(mesh, momentum_dtype, bias_correction):
   rng = np.random.default_rng(0)
   host = {k: rng.normal(size=shape).astype(np.float32) for k, (shape, _) in SPECS.items()}
   grads = [{k: rng.normal(size=shape).astype(np.float32) for k, (shape, _) in SPECS.items()} for _ in range(4)]
   shardings = {k: NamedSharding(mesh, spec) for k, (_, spec) in SPECS.items()}
-  tx = came_jax.came(1e-2, weight_decay=0.1, momentum_dtype=momentum_dtype, min_quantized_size=256)
+  tx = came_jax.came(1e-2, weight_decay=0.1, momentum_dtype=momentum_dtype, min_quantized_size=256,
+                     bias_correction=bias_correction)
 
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
