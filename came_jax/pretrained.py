@@ -27,10 +27,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from came_jax import models
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.models import layers
 from came_jax.train import checkpoint as ckpt_lib
-from came_jax.train import validation
 
 
 @dataclasses.dataclass
@@ -113,8 +113,8 @@ def load(run_dir: str | pathlib.Path, step: int | None = None) -> Pretrained:
     elif step not in steps:
         raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir / 'checkpoints'} (have {steps})")
     tokenizer = tokenizer_lib.Tokenizer.load(run_dir / "tokenizer")
-    model = validation.model_module(config)
-    model_cfg = validation.make_model_config(config, config.data.vocab_size)
+    model = models.get(config.model.name)
+    model_cfg = models.from_config_section(config.model, config.data.vocab_size)
     params = restore_params(run_dir / "checkpoints" / str(step) / "state")
     reference = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
     try:

@@ -19,11 +19,12 @@ the GLUE training text when neither a run nor `tokenizer_path` provides one):
   python -m experiments.finetune_glue --config configs/glue.py:tiny --workdir /tmp/glue_tiny
 
 RTE and CoLA on 256 training examples each, 16 steps, 200 dev examples, 1 seed; expect chance-level scores.
-Paths are relative to the working directory when they exist there, else to the repository root.
+Paths are relative to the working directory: run from the repository root, next to which ../shared lies.
 """
 
 import ml_collections
 
+from came_jax import models
 from came_jax.optim import registry
 
 
@@ -36,9 +37,9 @@ def get_config(arg=None):
 
   c.pretrained = ""  # RUN_DIR of a BERT pretraining run (experiments/pretrain.py); "" = random init of `model`
   c.pretrained_step = 0  # checkpoint step to load; 0 = the latest
-  # Only without `pretrained`: the BERT preset and Config overrides, and the tokenizer (a saved Tokenizer folder;
+  # Only without `pretrained`: the model (a BERT preset; any Config field may be set), and the tokenizer (a saved Tokenizer folder;
   # "" = train one with `vocab_size` pieces on the tasks' training text, saved in WORKDIR/tokenizer).
-  c.model = ml_collections.ConfigDict(dict(name="bert", preset="base"))
+  c.model = models.config_section("bert", "base")
   c.tokenizer_path = ""
   c.vocab_size = 32768
 

@@ -1,7 +1,7 @@
-"""GLUE fine-tuning of a pretrained BERT: `finetune_and_evaluate(config, workdir)`.
+"""GLUE fine-tuning of a pretrained model with a classifier (BERT): `finetune_and_evaluate(config, workdir)`.
 
-For each task in `config.tasks` (default: all nine) and each seed in `config.seeds`: a fresh pooler and classifier
-on the pretrained encoder, `config.epochs` epochs (or `config.max_steps` steps) of `config.batch_size` examples
+The model is reached only through the protocol of `came_jax.models` (its classifier functions). For each task in
+`config.tasks` (default: all nine) and each seed in `config.seeds`: a fresh classifier head on the pretrained model, `config.epochs` epochs (or `config.max_steps` steps) of `config.batch_size` examples
 with the optimizer built by `came_jax.optim.registry` from `config.optimizer` (cramming's AdamW, or CAME) under a
 cosine schedule with linear warm-up, dropout `config.dropout_rate`; then the dev sets are scored and the test sets
 predicted. Per metric the median over seeds is reported; the test predictions submitted are those of the seed
@@ -33,35 +33,24 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any
+import types
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
+from came_jax import models
 from came_jax import pretrained as pretrained_lib
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.glue import metrics as metrics_lib
 from came_jax.glue import report
 from came_jax.glue import tasks as tasks_lib
-from came_jax.models import bert
 from came_jax.optim import registry
 from came_jax.train import schedules
 from came_jax.train import step as step_lib
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def resolve_path(path: str) -> pathlib.Path:
-    """A config path: absolute, else relative to the working directory if it exists there, else to the repository
-    root (so `../shared/data/glue` works from any working directory)."""
-    p = pathlib.Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p.resolve()
-    return REPO_ROOT / p
-
 
 # ------------------------------------------------------------------------------------------------------ inputs
 
@@ -131,26 +120,30 @@ def _step_key(optimizer: ml_collections.ConfigDict) -> str:
 
 
 @functools.cache
-def _compiled_step(cfg: bert.Config, optimizer_json: str):
+def _compiled_step(model: types.ModuleType, cfg: Any, optimizer_json: str):
     """(tx, jitted donated train step) for a model config and an optimizer config (`_step_key`): compiled once,
     shared by tasks with the same number of labels, by all seeds and by all learning rates."""
     tx = registry.make(ml_collections.ConfigDict(json.loads(optimizer_json)))
-    loss_fn = functools.partial(bert.classification_loss_fn, cfg=cfg)
+    loss_fn = functools.partial(model.classification_loss_fn, cfg=cfg)
     return tx, jax.jit(functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx), donate_argnums=0)
 
 
-_init_params = jax.jit(bert.init_classifier_params, static_argnums=0)
-_logits = jax.jit(bert.classifier_logits_fn, static_argnames=("cfg", "train"))
+@functools.cache
+def _jitted(model: types.ModuleType) -> tuple[Callable, Callable]:
+    """The model's classifier init and logits, jitted (the model Config static)."""
+    return (jax.jit(model.init_classifier_params, static_argnums=0),
+            jax.jit(model.classifier_logits_fn, static_argnames=("cfg", "train")))
 
 
-def predict(params, cfg: bert.Config, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+def predict(model: types.ModuleType, params, cfg: Any, arrays: dict[str, np.ndarray],
+            batch_size: int) -> np.ndarray:
     """Class ids (argmax) or, for regression, the predicted scores of every row of `arrays`."""
     n = len(arrays["input_ids"])
     outputs = []
+    logits_fn = _jitted(model)[1]
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
-        batch = _gather(arrays, rows, batch_size)
-        logits = _logits(params, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], cfg=cfg)
+        logits = logits_fn(params, _gather(arrays, rows, batch_size), cfg=cfg)
         outputs.append(np.asarray(logits)[: len(rows)])
     logits = np.concatenate(outputs) if outputs else np.zeros((0, cfg.num_labels), np.float32)
     return logits[:, 0] if cfg.num_labels == 1 else logits.argmax(-1).astype(np.int32)
@@ -169,7 +162,7 @@ class Encoded:
     tests: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]
 
 
-def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_params, data: Encoded,
+def train_one(config: ml_collections.ConfigDict, backbone: Backbone, cfg: Any, data: Encoded,
               seed: int) -> tuple[Any, dict[str, Any]]:
     """Fine-tunes one seed. Returns the parameters and `{"steps", "epochs", "train_seconds", "final_loss",
     "train_loss", "examples_per_sec", "nonfinite_steps"}`: `final_loss` is the last logged step's loss,
@@ -179,10 +172,10 @@ def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_param
     bs = config.batch_size
     steps_per_epoch = -(-n // bs)
     total = config.max_steps or config.epochs * steps_per_epoch
-    tx, train_step = _compiled_step(cfg, _step_key(config.optimizer))
+    tx, train_step = _compiled_step(backbone.model, cfg, _step_key(config.optimizer))
     lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = _init_params(cfg, init_rng, encoder_params)
+    params = _jitted(backbone.model)[0](cfg, init_rng, backbone.params)
     state = step_lib.TrainState.create(params, tx, state_rng)
     inputs = {k: train[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 
@@ -216,15 +209,16 @@ def train_one(config: ml_collections.ConfigDict, cfg: bert.Config, encoder_param
                           "nonfinite_steps": int(state.nonfinite_total)}
 
 
-def evaluate(config, cfg, params, data: Encoded) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
+def evaluate(config, model: types.ModuleType, cfg, params,
+             data: Encoded) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
     """Dev metrics per eval set, and test predictions per test set (as JSON-ready lists)."""
     dev = {}
     for name, (arrays, labels) in data.evals.items():
-        preds = predict(params, cfg, arrays, config.eval_batch_size)
+        preds = predict(model, params, cfg, arrays, config.eval_batch_size)
         dev[name] = metrics_lib.compute(data.task.metrics, preds, labels)
     test = {}
     for name, (arrays, _) in data.tests.items():
-        test[name] = predict(params, cfg, arrays, config.eval_batch_size).tolist()
+        test[name] = predict(model, params, cfg, arrays, config.eval_batch_size).tolist()
     return dev, test
 
 
@@ -233,11 +227,12 @@ def evaluate(config, cfg, params, data: Encoded) -> tuple[dict[str, dict[str, fl
 
 @dataclasses.dataclass
 class Backbone:
-    """What every task starts from: the BERT config, pretrained encoder parameters (None: random init), the
-    tokenizer, and a description for the report."""
+    """What every task starts from: the model module (one with a classifier, `models.has_classifier`), its config,
+    the pretrained parameters (None: random init), the tokenizer, and a description for the report."""
 
-    cfg: bert.Config
-    encoder_params: Any
+    model: types.ModuleType
+    cfg: Any
+    params: Any
     tokenizer: tokenizer_lib.Tokenizer
     description: str
     fingerprint: str
@@ -257,24 +252,30 @@ def load_backbone(config: ml_collections.ConfigDict, workdir: pathlib.Path,
     is `config.tokenizer_path` or, when that is empty, one trained on the tasks' training text and saved in
     `workdir/tokenizer`."""
     if config.pretrained:
-        run = pretrained_lib.load(resolve_path(config.pretrained), config.pretrained_step or None)
-        if run.model_name != "bert":
-            raise ValueError(f"config.pretrained={config.pretrained!r} is a {run.model_name} run; GLUE fine-tuning "
-                             "needs a BERT run")
-        return Backbone(run.model_cfg, run.params["encoder"], run.tokenizer,
+        run = pretrained_lib.load(pathlib.Path(config.pretrained).expanduser(), config.pretrained_step or None)
+        _require_classifier(run.model, f"config.pretrained={config.pretrained!r} is a {run.model_name} run")
+        return Backbone(run.model, run.model_cfg, run.params, run.tokenizer,
                         f"{run.config.model.name}:{run.config.model.preset} ({run.run_dir}, step {run.step}, "
                         f"pretrained with {run.config.optimizer.name})",
-                        f"{run.tokenizer.fingerprint}:{_params_fingerprint(run.params['encoder'])}")
+                        f"{run.tokenizer.fingerprint}:{_params_fingerprint(run.params)}")
     if config.tokenizer_path:
-        tokenizer = tokenizer_lib.Tokenizer.load(resolve_path(config.tokenizer_path))
+        tokenizer = tokenizer_lib.Tokenizer.load(pathlib.Path(config.tokenizer_path).expanduser())
     else:
         texts = (t for d in task_data.values() for t in (d.train.text_a + (d.train.text_b or [])))
         tokenizer = tokenizer_lib.load_or_train(workdir / "tokenizer", texts, vocab_size=config.vocab_size,
                                                 max_sentences=20000)
-    overrides = {k: v for k, v in config.model.items() if k not in ("name", "preset")}
-    cfg = bert.get_model_config(config.model.preset, vocab_size=tokenizer.vocab_size, **overrides)
-    return Backbone(cfg, None, tokenizer, f"bert:{config.model.preset} (random init, no pretraining)",
+    model = models.get(config.model.name)
+    _require_classifier(model, f"config.model.name={config.model.name!r}")
+    cfg = models.from_config_section(config.model, tokenizer.vocab_size)
+    return Backbone(model, cfg, None, tokenizer,
+                    f"{config.model.name}:{config.model.preset} (random init, no pretraining)",
                     f"{tokenizer.fingerprint}:random")
+
+
+def _require_classifier(model: types.ModuleType, what: str) -> None:
+    if not models.has_classifier(model):
+        raise ValueError(f"{what}: GLUE fine-tuning needs a model with a sequence classifier "
+                         f"({', '.join(models.CLASSIFIER)}); {model.__name__} has none")
 
 
 # -------------------------------------------------------------------------------------------------- the sweep
@@ -327,8 +328,8 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
     names = _check(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    data_dir = (str(resolve_path(config.data_dir)) if config.source == "tsv"
-                else (config.tfds_data_dir and str(resolve_path(config.tfds_data_dir))) or None)
+    data_dir = (str(pathlib.Path(config.data_dir).expanduser()) if config.source == "tsv"
+                else (config.tfds_data_dir and str(pathlib.Path(config.tfds_data_dir).expanduser())) or None)
 
     task_data: dict[str, tasks_lib.TaskData] = {}
     results: dict[str, Any] = {}
@@ -342,8 +343,9 @@ def finetune_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
 
     backbone = load_backbone(config, workdir, task_data) if task_data else None
     if backbone is not None:
-        if config.max_len > backbone.cfg.max_len:
-            raise ValueError(f"config.max_len={config.max_len} exceeds the model's max_len={backbone.cfg.max_len}")
+        limit = backbone.model.max_len(backbone.cfg)
+        if limit is not None and config.max_len > limit:
+            raise ValueError(f"config.max_len={config.max_len} exceeds the model's max_len={limit}")
         log.info("Fine-tuning %s on %s; seeds %s.", backbone.description, list(task_data), list(config.seeds))
 
     submission_dir = workdir / "submission"
@@ -394,8 +396,8 @@ def _run_task(config, backbone: Backbone, data: tasks_lib.TaskData, workdir: pat
                 log.info("%s seed %d: reusing %s", task.name, seed, path)
                 per_seed[seed] = previous
                 continue
-        params, stats = train_one(config, cfg, backbone.encoder_params, encoded, seed)
-        dev, test = evaluate(config, cfg, params, encoded)
+        params, stats = train_one(config, backbone, cfg, encoded, seed)
+        dev, test = evaluate(config, backbone.model, cfg, params, encoded)
         log.info("%s seed %d: %s (%d steps, %.1f s)", task.name, seed, report.format_metrics(dev), stats["steps"],
                  stats["train_seconds"])
         per_seed[seed] = {"fingerprint": fingerprint, "dev": dev, "test_predictions": test, **stats}

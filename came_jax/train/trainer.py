@@ -31,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from came_jax import models
 from came_jax.optim import registry
 from came_jax.train import budget as budget_lib
 from came_jax.train import checkpoint as ckpt_lib
@@ -62,18 +63,6 @@ def evaluate(eval_fn: Callable, params, batches: Iterable[dict]) -> dict[str, fl
   return result
 
 
-def flops_per_token(model, model_cfg, batch_shapes: dict[str, tuple], seq_len: int) -> float:
-  """The model's training FLOPs per input token; an encoder-decoder is also told its target length."""
-  inputs = batch_shapes["input_ids"][0][-1]
-  targets = batch_shapes["labels"][0][-1] if "labels" in batch_shapes else inputs
-  if targets != inputs:
-    try:
-      return float(model.flops_per_token(model_cfg, seq_len, target_len=targets))
-    except TypeError:
-      pass
-  return float(model.flops_per_token(model_cfg, seq_len))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        time_fn: Optional[Callable[[], float]] = None) -> dict[str, Any]:
   """Pretrains `config.model` on `config.data` for `config.budget` (or `config.max_steps`); resumes `workdir`.
@@ -94,7 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sharding.initialize_distributed(config.distributed)  # before anything touches a device
   budget_s = budget_lib.parse_budget(config.budget)
   model_cfg = validation.check(config)
-  model = validation.model_module(config)
+  model = models.get(config.model.name)
   resuming = ckpt_lib.check_workdir(workdir, config)
   log.info("%s %s:%s with %s in %s; budget %s%s.", "Resuming" if resuming else "Starting", config.model.name,
                config.model.preset, config.optimizer.name, workdir, budget_lib.format_seconds(budget_s),
@@ -142,11 +131,10 @@ class _Run:
     state_shape = jax.eval_shape(create_state)
     validation.check_batch_fits_model(config, loss_fn, state_shape.params, shapes)
     self.lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
-    self.state_shardings = sharding.state_shardings(state_shape, state_shape.params, self.mesh,
-                                                    config.mesh.fsdp_min_size)
+    self.state_shardings = sharding.train_state_shardings(state_shape, tx, self.mesh, config.mesh.fsdp_min_size)
     self.state = jax.jit(create_state, out_shardings=self.state_shardings)()
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
-    self.flops_per_token = flops_per_token(model, model_cfg, shapes, self.seq_len)
+    self.flops_per_token = float(model.flops_per_token(model_cfg, {k: s for k, (s, _) in shapes.items()}))
 
     if self.is_chief:
       ckpt_lib.record_run(workdir, config)

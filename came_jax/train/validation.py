@@ -5,69 +5,16 @@ Unknown keys are refused earlier, by `lock_config=True` in the launcher (and by 
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import ml_collections
 
+from came_jax import models
 from came_jax.optim import registry
 from came_jax.train import budget, schedules, sharding
 
-MODELS = ("bert", "gpt2", "t5")
 OBJECTIVES = ("mlm", "causal", "span")
-# What the loop uses of a model module.
-MODEL_API = ("CONFIGS", "get_model_config", "init_params", "loss_fn", "flops_per_token")
-# Names model configs use for their number of positions; a model with none of them (T5: relative
-# positions) has no maximum sequence length.
-_MAX_LEN_FIELDS = ("max_len", "max_position_embeddings", "n_positions", "block_size")
-_NOT_OVERRIDES = ("name", "preset")
-
-
-def model_module(config: ml_collections.ConfigDict) -> ModuleType:
-  """`came_jax.models.<config.model.name>`; any module there with the model API can be trained."""
-  name = config.model.name
-  try:
-    module = importlib.import_module(f"came_jax.models.{name}")
-  except ModuleNotFoundError as e:
-    raise ValueError(f"config.model.name={name!r} is not a model module (known: {MODELS}).") from e
-  missing = [a for a in MODEL_API if not hasattr(module, a)]
-  if missing:
-    raise ValueError(f"config.model.name={name!r}: came_jax.models.{name} lacks {missing} (known: {MODELS}).")
-  return module
-
-
-def model_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Every key of `config.model` but `name`/`preset`: fields of the preset's model Config to replace."""
-  return {k: v for k, v in config.model.items() if k not in _NOT_OVERRIDES}
-
-
-def make_model_config(config: ml_collections.ConfigDict, vocab_size: int) -> Any:
-  """The model's Config: preset `config.model.preset`, `config.model.<field>` overrides, `config.data.vocab_size`."""
-  module = model_module(config)
-  if config.model.preset not in module.CONFIGS:
-    raise ValueError(f"config.model.preset={config.model.preset!r} is not one of {sorted(module.CONFIGS)}.")
-  fields = {f.name for f in dataclasses.fields(module.CONFIGS[config.model.preset])}
-  overrides = model_overrides(config)
-  for key in overrides:
-    if key not in fields:
-      raise ValueError(f"config.model.{key} is not a field of {config.model.name}.Config ({sorted(fields)}).")
-    if key == "vocab_size":
-      raise ValueError("config.model.vocab_size must not be set: the model takes config.data.vocab_size.")
-  try:
-    return module.get_model_config(config.model.preset, **overrides, vocab_size=vocab_size)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"config.model: {e}") from e
-
-
-def max_seq_len(model_cfg: Any) -> Optional[tuple[str, int]]:
-  for name in _MAX_LEN_FIELDS:
-    value = getattr(model_cfg, name, None)
-    if isinstance(value, int) and value > 0:
-      return name, value
-  return None
 
 
 def _require(ok: bool, key: str, value: Any, requirement: str) -> None:
@@ -130,11 +77,11 @@ def check(config: ml_collections.ConfigDict) -> Any:
            f"must be divisible by the {data * fsdp} devices its rows are split over (config.mesh.data x "
            f"config.mesh.fsdp = {data} x {fsdp})")
 
-  model_cfg = make_model_config(config, config.data.vocab_size)
-  limit = max_seq_len(model_cfg)
+  model_cfg = models.from_config_section(config.model, config.data.vocab_size)
+  limit = models.get(config.model.name).max_len(model_cfg)
   if limit is not None:
-    _require(config.data.seq_len <= limit[1], "data.seq_len", config.data.seq_len,
-             f"exceeds the model's maximum sequence length {config.model.name}.Config.{limit[0]}={limit[1]}")
+    _require(config.data.seq_len <= limit, "data.seq_len", config.data.seq_len,
+             f"exceeds the model's maximum sequence length ({config.model.name}:{config.model.preset}: max_len={limit})")
   return model_cfg
 
 

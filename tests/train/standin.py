@@ -1,9 +1,9 @@
-"""A stand-in model with the model-module API (Config, CONFIGS, get_model_config, init_params, loss_fn,
-flops_per_token): a bigram causal LM (embedding -> norm scale -> tied-free output matrix) that compiles in
+"""A stand-in model with the model protocol of `came_jax.models` (Config, CONFIGS, init_params, loss_fn,
+logits_fn, flops_per_token, max_len): a bigram causal LM (embedding -> norm scale -> tied-free output matrix) that compiles in
 well under a second, so loop tests spend their time on the loop. Registered as `came_jax.models.standin`."""
 
 import dataclasses
-from typing import Any
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +21,6 @@ class Config:
 CONFIGS = {"tiny": Config()}
 
 
-def get_model_config(name: str, **overrides: Any) -> Config:
-  return dataclasses.replace(CONFIGS[name], **overrides)
-
-
 def init_params(cfg: Config, rng: jax.Array) -> dict:
   k1, k2 = jax.random.split(rng)
   return {"embed": 0.02 * jax.random.normal(k1, (cfg.vocab_size, cfg.hidden_dim)),
@@ -32,11 +28,19 @@ def init_params(cfg: Config, rng: jax.Array) -> dict:
           "out": 0.02 * jax.random.normal(k2, (cfg.hidden_dim, cfg.vocab_size))}
 
 
-def loss_fn(params, batch, rng, *, cfg: Config, train: bool):
+def max_len(cfg: Config) -> int:
+  return cfg.max_len
+
+
+def logits_fn(params, batch, *, cfg: Config, train: bool = False, rng=None):
   del rng, train
   dtype = jnp.dtype(cfg.dtype)
   h = params["embed"][batch["input_ids"]].astype(dtype) * params["scale"].astype(dtype)
-  logits = (h @ params["out"].astype(dtype)).astype(jnp.float32)
+  return (h @ params["out"].astype(dtype)).astype(jnp.float32)
+
+
+def loss_fn(params, batch, rng, *, cfg: Config, train: bool):
+  logits = logits_fn(params, batch, cfg=cfg, train=train, rng=rng)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
   w = batch["weights"].astype(jnp.float32)
   n = w.sum()
@@ -45,6 +49,6 @@ def loss_fn(params, batch, rng, *, cfg: Config, train: bool):
   return loss, {"loss": loss, "num_tokens": n, "accuracy": acc}
 
 
-def flops_per_token(cfg: Config, seq_len: int) -> float:
-  del seq_len
+def flops_per_token(cfg: Config, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+  del batch_shapes
   return 6.0 * 2 * cfg.hidden_dim * cfg.vocab_size

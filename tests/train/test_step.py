@@ -1,6 +1,7 @@
 """The jitted train step on the stand-in model: accumulation, the runtime micro-batch count and learning rate
 (no recompilation), and skipping of non-finite gradients."""
 
+import dataclasses
 import functools
 
 import jax
@@ -11,7 +12,7 @@ from came_jax.optim import registry
 from came_jax.train import step as step_lib
 import standin
 
-CFG = standin.get_model_config("tiny", vocab_size=64, hidden_dim=8)
+CFG = dataclasses.replace(standin.CONFIGS["tiny"], vocab_size=64, hidden_dim=8)
 
 
 def _poisoned_loss(params, batch, rng, *, train):
