@@ -73,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from came_jax.optim import partition
 from came_jax.optim import quantization
 from came_jax.optim import rounding
 
@@ -232,12 +233,12 @@ def scale_by_came(
     An ``optax.GradientTransformation`` whose updates have each gradient's dtype.
 
   Example:
-    >>> import jax.numpy as jnp, optax
+    >>> import jax, jax.numpy as jnp
     >>> import came_jax
     >>> tx = came_jax.scale_by_came()
     >>> params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
     >>> state = tx.init(params)
-    >>> updates, state = tx.update(params, state)
+    >>> updates, state = jax.jit(tx.update)(params, state)  # the params as gradients
     >>> updates["w"].shape, state.v_row["w"].shape, state.v_col["w"].shape
     ((4, 3), (4,), (3,))
   """
@@ -318,10 +319,9 @@ def scale_by_came(
       row = lambda: jnp.zeros(shape[:b] + shape[b + 1:], jnp.float32)  # noqa: E731
       col = lambda: jnp.zeros(shape[:a] + shape[a + 1:], jnp.float32)  # noqa: E731
       stats = dict(v_row=row(), v_col=col(), v=placeholder(), r_row=row(), r_col=col())
-    leaf = _LeafUpdate(step=None, mu=mu, **stats)
-    return _place_like(leaf, p, lay)
+    return _LeafUpdate(step=None, mu=mu, **stats)
 
-  def init_fn(params):
+  def zeros_state(params):
     leaves = jax.tree_util.tree_map_with_path(init_leaf, params)
     field = _fields_getter(leaves)
     return ScaleByCameState(
@@ -329,6 +329,19 @@ def scale_by_came(
         mu=field("mu"), v_row=field("v_row"), v_col=field("v_col"), v=field("v"),
         r_row=field("r_row"), r_col=field("r_col"),
     )
+
+  def init_fn(params):
+    mesh = _placed_mesh(params)
+    if mesh is None:
+      return zeros_state(params)
+    # Concrete params placed on a mesh: the state is created where it lives, each array sharded along the axes
+    # it shares with its param (`partition.state_specs`), never whole on one device.
+    named = lambda p: isinstance(getattr(p, "sharding", None), jax.sharding.NamedSharding)  # noqa: E731
+    param_specs = jax.tree.map(lambda p: p.sharding.spec if named(p) else None, params)
+    specs = partition.state_specs(zeros_state, params, param_specs)
+    shardings = jax.tree.map(lambda s: jax.sharding.NamedSharding(mesh, s), specs,
+                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    return jax.jit(zeros_state, out_shardings=shardings)(params)
 
   def coefficients(count: jax.Array) -> _Coefficients:
     """This step's betas, their complements and the bias corrections (ones without it), all float32."""
@@ -458,34 +471,18 @@ def _fields_getter(leaves):
   return lambda name: jax.tree.map(lambda leaf: getattr(leaf, name), leaves, is_leaf=is_leaf)
 
 
-def _place_like(leaf: _LeafUpdate, p: Any, lay: _Layout) -> _LeafUpdate:
-  """Shards each state array of a concrete, NamedSharding-placed param along the axes it shares with it.
+def _placed_mesh(params) -> Optional[jax.sharding.Mesh]:
+  """The mesh of concrete params placed with ``NamedSharding``s, or None (traced params, e.g. a jitted init, or
+  params on no mesh, or on several), whose state is created unplaced: pass ``out_shardings`` to ``jax.jit`` there.
 
-  A statistic that drops axis ``k`` of the param drops ``k`` from the PartitionSpec; 8-bit codes keep the param's
-  spec; block scales replicate the (blocked) last axis. Under tracing (jitted init) nothing is placed: pass
-  ``out_shardings`` to ``jax.jit`` there.
+  A param of such a tree that is not on the mesh gets its state replicated over it.
   """
-  sharding = getattr(p, "sharding", None)
-  if isinstance(p, jax.core.Tracer) or not isinstance(sharding, jax.sharding.NamedSharding):
-    return leaf
-  spec = tuple(sharding.spec) + (None,) * (p.ndim - len(sharding.spec))
-
-  def put(x, spec_of_x):
-    return jax.device_put(x, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec_of_x)))
-
-  def without(axis):
-    return spec[:axis] + spec[axis + 1:]
-
-  if lay.quantized:
-    mu = quantization.QuantizedArray(put(leaf.mu.codes, spec), put(leaf.mu.scales, spec[:-1] + (None,)))
-  else:
-    mu = put(leaf.mu, spec)
-  if lay.axes is None:
-    return _LeafUpdate(step=None, mu=mu, v_row=put(leaf.v_row, ()), v_col=put(leaf.v_col, ()),
-                       v=put(leaf.v, spec), r_row=put(leaf.r_row, ()), r_col=put(leaf.r_col, ()))
-  a, b = lay.axes
-  return _LeafUpdate(step=None, mu=mu, v_row=put(leaf.v_row, without(b)), v_col=put(leaf.v_col, without(a)),
-                     v=put(leaf.v, ()), r_row=put(leaf.r_row, without(b)), r_col=put(leaf.r_col, without(a)))
+  leaves = jax.tree.leaves(params)
+  if any(isinstance(p, jax.core.Tracer) for p in leaves):
+    return None
+  meshes = {p.sharding.mesh for p in leaves
+            if isinstance(getattr(p, "sharding", None), jax.sharding.NamedSharding)}
+  return meshes.pop() if len(meshes) == 1 else None
 
 
 def came(
@@ -529,7 +526,7 @@ def came(
     >>> tx = came_jax.came(learning_rate=1e-2, weight_decay=1e-2)
     >>> state = tx.init(params)
     >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
-    >>> updates, state = tx.update(grads, state, params)
+    >>> updates, state = jax.jit(tx.update)(grads, state, params)
     >>> params = optax.apply_updates(params, updates)
     >>> bool(jnp.all(params["w"] < 1.0))
     True

@@ -1,14 +1,17 @@
 """Where the trainer's arrays live: the device mesh, data-parallel and fully-sharded (FSDP) placement, processes.
 
 The mesh has two axes, `("data", "fsdp")`, of sizes `config.mesh.data` x `config.mesh.fsdp` (-1: every device
-the other axis leaves); the default 1 x 1 is one device. Rules, applied by name-free shape matching:
+the other axis leaves); the default 1 x 1 is one device. Rules (`train_state_shardings` for the whole train state):
 
-* params: replicated over `data`; over `fsdp`, a param of at least `config.mesh.fsdp_min_size` elements is split
-  along its largest axis divisible by the fsdp size (norm scales, biases and other small leaves are replicated);
-* optimizer state, from the params' specs (`specs_like_params`): a leaf with its param's shape takes the param's
-  spec; a factored statistic (CAME's and Adafactor's `v_row`/`v_col`/`r_row`/`r_col`) drops the reduced axis
-  from it; 8-bit momentum block scales keep the spec of every axis that keeps its size; anything else (counts,
-  hyperparameters, placeholders) is replicated;
+* params (`param_specs`): replicated over `data`; over `fsdp`, a param of at least `config.mesh.fsdp_min_size`
+  elements is split along its largest axis divisible by the fsdp size (norm scales, biases and other small leaves
+  are replicated);
+* optimizer state: as the optimizer's own `init` lays it out for those params, read by
+  `came_jax.optim.partition.state_specs` (no field names): an axis of a state leaf that is its param's sharded
+  axis is sharded like it, every other axis is replicated. So a momentum is sharded like its param, a factored
+  statistic (CAME's and Adafactor's `v_row`/`v_col`) keeps the spec of the axis it keeps, 8-bit block scales
+  replicate the blocked axis, and counts, hyperparameters and placeholders are replicated;
+* the train state's other fields (step, rng, counters): replicated;
 * batches: the batch axis over `("data", "fsdp")`, so each device computes on its own rows.
 
 The jitted step is given these shardings as `in_shardings`/`out_shardings`; XLA's SPMD partitioner inserts the
@@ -30,7 +33,10 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import ml_collections
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from came_jax.optim import partition
 
 log = logging.getLogger(__name__)
 
@@ -163,83 +169,28 @@ def param_specs(params: Any, mesh: Mesh, min_size: int) -> Any:
   return jax.tree.map(lambda p: fsdp_spec(p.shape, mesh.shape["fsdp"], min_size), params)
 
 
-def _full(spec: P, ndim: int) -> tuple:
-  spec = tuple(spec)
-  return spec + (None,) * (ndim - len(spec))
-
-
-def _trim(entries: Sequence[Any]) -> P:
-  entries = list(entries)
-  while entries and entries[-1] is None:
-    entries.pop()
-  return P(*entries)
-
-
-def _derived_spec(leaf_shape: tuple[int, ...], leaf_name: str, param_shape: tuple[int, ...], spec: P) -> P:
-  """The spec of a state leaf derived from a param of `param_shape` with `spec` (see the module docstring)."""
-  full = _full(spec, len(param_shape))
-  if leaf_shape == param_shape:
-    return spec
-  if len(leaf_shape) == len(param_shape):  # e.g. 8-bit momentum block scales: a resized (blocked) last axis
-    return _trim(s if n == m else None for s, n, m in zip(full, leaf_shape, param_shape))
-  if len(leaf_shape) == len(param_shape) - 1:  # a factored statistic: the param's shape less the reduced axis
-    dropped = [k for k in range(len(param_shape)) if param_shape[:k] + param_shape[k + 1:] == leaf_shape]
-    candidates = {k: full[:k] + full[k + 1:] for k in dropped}
-    if not candidates:
-      return P()
-    if len(set(candidates.values())) == 1:
-      return _trim(next(iter(candidates.values())))
-    # Ambiguous (a square matrix): row statistics reduce the later factored axis, column statistics the earlier
-    # (CAME, and optax's Adafactor, whose `v_row` drops the largest axis, the later one of equals).
-    name = leaf_name.lower()
-    if "row" in name:
-      return _trim(candidates[max(dropped)])
-    if "col" in name:
-      return _trim(candidates[min(dropped)])
-  return P()
-
-
-def _key_name(key) -> str:
-  for attr in ("name", "key", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def specs_like_params(tree: Any, params: Any, specs: Any) -> Any:
-  """Specs for every leaf of `tree` (the train state, optimizer state, ...) derived from the params' `specs`.
-
-  A leaf of `tree` belongs to the param whose whole key path it contains (`opt_state...mu['encoder']['kernel']`
-  belongs to `params['encoder']['kernel']`), possibly followed by field names (`.codes`, `.scales` of an 8-bit
-  momentum); leaves belonging to no param are replicated.
-  """
-  index = {}
-  for (path, p), spec in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(
-      specs, is_leaf=lambda x: isinstance(x, P))):
-    index[tuple(path)] = (tuple(p.shape), spec)
-
-  def spec_of(path, leaf):
-    path = tuple(path)
-    names = [_key_name(k) for k in path]
-    for start in range(len(path)):
-      for end in range(len(path), start, -1):
-        found = index.get(path[start:end])
-        if found is not None and all(isinstance(k, jax.tree_util.GetAttrKey) for k in path[end:]):
-          # The field holding the statistic: the nearest name before the param's path (`v_row`) or after it.
-          field = " ".join(names[max(0, start - 1):start] + names[end:])
-          return _derived_spec(tuple(np.shape(leaf)), field, *found)
-    return P()
-
-  return jax.tree_util.tree_map_with_path(spec_of, tree)
-
-
 def named(mesh: Mesh, specs: Any) -> Any:
   return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
 
 
-def state_shardings(state: Any, params: Any, mesh: Mesh, min_size: int) -> Any:
-  """`NamedSharding`s for a whole train state (params, optimizer state, counters) on `mesh`."""
-  return named(mesh, specs_like_params(state, params, param_specs(params, mesh, min_size)))
+def train_state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Mesh, min_size: int) -> Any:
+  """`NamedSharding`s for a whole train state on `mesh` (see the module docstring).
+
+  Args:
+    state: the train state or its shape (`jax.eval_shape` of `step.TrainState.create`): a `flax.struct` dataclass
+      with `params` and `opt_state`, whose `opt_state` is `tx.init(params)`.
+    tx: the optimizer that built `opt_state`; its `init` is traced (never run) to lay out the state.
+    mesh: a `("data", "fsdp")` mesh.
+    min_size: params with fewer elements are replicated (`config.mesh.fsdp_min_size`).
+
+  Returns:
+    A tree like `state` of `NamedSharding`s: params by `param_specs`, the optimizer state by
+    `partition.state_specs(tx.init, params, specs)`, every other field replicated.
+  """
+  specs = param_specs(state.params, mesh, min_size)
+  replicated_specs = jax.tree.map(lambda _: P(), state)
+  return named(mesh, replicated_specs.replace(params=specs,
+                                              opt_state=partition.state_specs(tx.init, state.params, specs)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -76,17 +76,18 @@ def test_state_specs_match_what_came_places_itself(momentum_dtype):
   specs = sharding.param_specs(PARAMS, mesh, min_size=64)
   tx = came_jax.came(1e-2, momentum_dtype=momentum_dtype, min_quantized_size=256)
   placed = tx.init(jax.device_put(PARAMS, sharding.named(mesh, specs)))
-  ours = sharding.specs_like_params(placed, PARAMS, specs)
+  shape = jax.eval_shape(lambda: step_lib.TrainState.create(PARAMS, tx, jax.random.PRNGKey(0)))
+  ours = sharding.train_state_shardings(shape, tx, mesh, min_size=64).opt_state
   leaves = jax.tree_util.tree_flatten_with_path(placed)[0]
-  our_specs = jax.tree.leaves(ours, is_leaf=lambda x: isinstance(x, P))
+  our_specs = [s.spec for s in jax.tree.leaves(ours)]
   assert len(leaves) == len(our_specs)
   checked = 0
   for (path, leaf), spec in zip(leaves, our_specs):
-    if isinstance(leaf.sharding, NamedSharding):  # CAME places every statistic (not the count)
+    if isinstance(leaf.sharding, NamedSharding):  # CAME places every state array
       assert leaf.sharding.is_equivalent_to(NamedSharding(mesh, spec), leaf.ndim), jax.tree_util.keystr(path)
       checked += 1
   assert checked > 25
-  # The factored statistics of the square matrix (rows sharded) are told apart by their names.
+  # The factored statistics of the square matrix (rows sharded) are told apart without names.
   state = placed[0]
   assert _spec(state.v_row["square"]) == ("fsdp",) and _spec(state.v_col["square"]) == (None,)
 
@@ -101,7 +102,7 @@ def test_created_train_state_is_sharded_not_replicated(optimizer):
   create = lambda: step_lib.TrainState.create(  # noqa: E731
       jax.tree.map(lambda p: p * 1.0, PARAMS), tx, jax.random.PRNGKey(0))
   shape = jax.eval_shape(create)
-  shardings = sharding.state_shardings(shape, shape.params, mesh, min_size=64)
+  shardings = sharding.train_state_shardings(shape, tx, mesh, min_size=64)
   state = jax.jit(create, out_shardings=shardings)()
   # Every param-shaped leaf of the optimizer state is split 8 ways like its param; small leaves stay whole.
   big = [x for x in jax.tree.leaves(state.opt_state) if x.size >= 64 * 48]
