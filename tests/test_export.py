@@ -12,9 +12,10 @@ import pytest
 import torch
 import transformers
 
-from came_jax import config_files
-from came_jax import export, pretrained
+from came_jax import config_files, export, models, pretrained
 from came_jax.data import tokenizer as tokenizer_lib
+from came_jax.hf import bert as hf_bert
+from came_jax.hf import gpt2 as hf_gpt2
 from came_jax.models import bert, gpt2, t5
 from came_jax.optim import registry
 from came_jax.train import checkpoint as ckpt_lib
@@ -62,23 +63,23 @@ def _t(x):
 
 
 def test_gpt2_round_trip(tmp_path):
-    cfg = gpt2.get_model_config("tiny", vocab_size=V, hidden_dim=32, num_heads=4, ffn_dim=128, max_len=T)
+    cfg = models.make_config("gpt2", "tiny", vocab_size=V, hidden_dim=32, num_heads=4, ffn_dim=128, max_len=T)
     params = _perturb(gpt2_init(cfg, jax.random.key(0)))
-    export.export(params, cfg, tmp_path)
+    export.export("gpt2", params, cfg, tmp_path)
     hf = _load(transformers.GPT2LMHeadModel, tmp_path)
     ids = _ids()
     with torch.no_grad():
         ref = hf(input_ids=_t(ids)).logits.numpy()
-    assert _rel_err(gpt2_logits(params, jnp.asarray(ids), cfg=cfg), ref) <= 1e-4
+    assert _rel_err(gpt2_logits(params, {"input_ids": jnp.asarray(ids)}, cfg=cfg), ref) <= 1e-4
     # and back: our HF import of the export gives the same parameters
-    back = gpt2.from_hf_state_dict(hf.state_dict(), cfg)
+    back = hf_gpt2.from_hf(hf.state_dict(), cfg)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), back, params)
 
 
 def test_t5_round_trip(tmp_path):
-    cfg = t5.get_model_config("tiny", vocab_size=V, num_decoder_layers=3)
+    cfg = models.make_config("t5", "tiny", vocab_size=V, num_decoder_layers=3)
     params = _perturb(t5_init(cfg, jax.random.key(1)), seed=1)
-    export.export(params, cfg, tmp_path)
+    export.export("t5", params, cfg, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["tie_word_embeddings"] is False and config["feed_forward_proj"] == "gated-gelu"
     hf = _load(transformers.T5ForConditionalGeneration, tmp_path)
@@ -90,7 +91,9 @@ def test_t5_round_trip(tmp_path):
     decoder_ids = np.asarray(t5.shift_right(jnp.asarray(targets), cfg.decoder_start_id))
     with torch.no_grad():
         ref = hf(input_ids=_t(ids), attention_mask=_t(mask), decoder_input_ids=_t(decoder_ids)).logits.numpy()
-    ours = t5_logits(params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(decoder_ids), cfg=cfg)
+    inputs = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask),
+              "decoder_input_ids": jnp.asarray(decoder_ids)}
+    ours = t5_logits(params, inputs, cfg=cfg)
     assert _rel_err(ours, ref) <= 1e-4
 
 
@@ -101,47 +104,49 @@ EXPRESSIBLE = dict(use_bias=False, position_embedding="scaled_sinusoidal", type_
 
 @pytest.mark.parametrize("variant", ["original", "expressible"])
 def test_bert_mlm_and_classifier_round_trip(tmp_path, variant):
-    cfg = bert.get_model_config("bert-base-original", **ORIGINAL, **(EXPRESSIBLE if variant == "expressible" else {}))
+    cfg = models.make_config("bert", "bert-base-original", **ORIGINAL,
+                             **(EXPRESSIBLE if variant == "expressible" else {}))
     ids = _ids(3)
     mask = np.ones_like(ids)
     mask[2, -5:] = 0
     types = np.repeat([[0] * 7 + [1] * (T - 7)], B, axis=0) if cfg.type_vocab_size else np.zeros_like(ids)
     inputs = dict(input_ids=_t(ids), attention_mask=_t(mask), token_type_ids=_t(types))
+    batch = {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask), "token_type_ids": jnp.asarray(types)}
 
     mlm = _perturb(bert_init(cfg, jax.random.key(2)), seed=2)
-    export.export(mlm, cfg, tmp_path / "mlm")
+    export.export("bert", mlm, cfg, tmp_path / "mlm")
     hf = _load(transformers.BertForMaskedLM, tmp_path / "mlm")
     with torch.no_grad():
         ref = hf(**inputs).logits.numpy()
-    ours = bert_logits(mlm, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types), cfg=cfg)
+    ours = bert_logits(mlm, batch, cfg=cfg)
     valid = mask.astype(bool)  # padded positions are not compared (HF and we mask keys alike, queries are junk)
     assert _rel_err(np.asarray(ours)[valid], ref[valid]) <= 1e-4
 
     if variant == "expressible":
         return  # the classifier head (pooler, classifier) maps the same way in both variants
     clf = _perturb(bert_init_classifier(cfg, jax.random.key(3)), seed=3)
-    export.export(clf, cfg, tmp_path / "clf")
+    export.export("bert", clf, cfg, tmp_path / "clf")
     hf = _load(transformers.BertForSequenceClassification, tmp_path / "clf")
     assert hf.config.num_labels == 3
     with torch.no_grad():
         ref = hf(**inputs).logits.numpy()
-    ours = bert_classifier_logits(clf, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types), cfg=cfg)
+    ours = bert_classifier_logits(clf, batch, cfg=cfg)
     assert _rel_err(ours, ref) <= 1e-4
 
 
 def test_crammed_bert_is_refused_with_its_features(tmp_path):
-    cfg = bert.get_model_config("tiny", vocab_size=V, head_transform=False)
+    cfg = models.make_config("bert", "tiny", vocab_size=V, head_transform=False)
     params = bert_init(cfg, jax.random.key(0))
     with pytest.raises(export.UnsupportedLayoutError) as err:
-        export.export(params, cfg, tmp_path / "out")
+        export.export("bert", params, cfg, tmp_path / "out")
     message = str(err.value)
     for feature in ("pre-LN", "final LayerNorm", "gated-GELU", "no MLM head transform", "bert-base-original"):
         assert feature in message
     assert not (tmp_path / "out").exists()
     # Each blocking feature alone is named, and only the ones present.
-    alone = bert.get_model_config("bert-base-original", **ORIGINAL, glu=True)
-    assert [p.split(" (")[0] for p in export.bert_unsupported_features(alone)] == ["gated-GELU feed-forward"]
-    assert export.bert_unsupported_features(bert.get_model_config("bert-base-original", **ORIGINAL)) == []
+    alone = models.make_config("bert", "bert-base-original", **ORIGINAL, glu=True)
+    assert [p.split(" (")[0] for p in hf_bert.unsupported_features(alone)] == ["gated-GELU feed-forward"]
+    assert hf_bert.unsupported_features(models.make_config("bert", "bert-base-original", **ORIGINAL)) == []
 
 
 def _fake_run(run_dir, config_name, tokenizer, *, model_overrides=None, seed=0):
@@ -152,10 +157,8 @@ def _fake_run(run_dir, config_name, tokenizer, *, model_overrides=None, seed=0):
     config.model.update(model_overrides or {})
     ckpt_lib.record_run(str(run_dir), config)
     tokenizer.save(run_dir / "tokenizer")
-    from came_jax.train import validation
-
-    model = validation.model_module(config)
-    model_cfg = validation.make_model_config(config, tokenizer.vocab_size)
+    model = models.get(config.model.name)
+    model_cfg = models.from_config_section(config.model, tokenizer.vocab_size)
     params = _perturb(jax.jit(model.init_params, static_argnums=0)(model_cfg, jax.random.key(seed)), seed=seed)
     state = step_lib.TrainState.create(params, registry.make(config.optimizer), jax.random.PRNGKey(seed))
     checkpointer = ckpt_lib.Checkpointer(str(run_dir))
@@ -181,7 +184,7 @@ def test_export_run_directory_with_tokenizer(tmp_path, small_tokenizer, shared_d
         ref = hf(input_ids=_t(ids)).logits.numpy()
     run = pretrained.load(tmp_path / "run")
     assert run.step == 5 and run.model_name == "gpt2"
-    assert _rel_err(gpt2_logits(run.params, jnp.asarray(ids), cfg=cfg), ref) <= 1e-4
+    assert _rel_err(gpt2_logits(run.params, {"input_ids": jnp.asarray(ids)}, cfg=cfg), ref) <= 1e-4
 
     # The tokenizer files give our ids: transformers' AutoTokenizer on plain text, our loader on anything.
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)

@@ -8,7 +8,7 @@ Two layouts, chosen by :class:`Config` fields, share one parameter tree:
   and *sparse* MLM prediction: the head runs only on the ``K`` masked positions given by the batch.
 * **Original BERT** (Devlin et al. 2019; presets ``bert-base-original``, ``bert-large-original``): post-LN, biases,
   GELU feed-forward, token types, learned positions, decoder bias; numerically equal to Hugging Face
-  ``BertForMaskedLM`` / ``BertForSequenceClassification`` (see :func:`from_hf_state_dict`).
+  ``BertForMaskedLM`` / ``BertForSequenceClassification`` (conversion: :mod:`came_jax.hf.bert`).
 
 Choices where the brief left room, and where we differ from the cramming code
 (github.com/JonasGeiping/cramming, ``crammed-bert.yaml``):
@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -117,13 +116,6 @@ CONFIGS: dict[str, Config] = {
     "bert-base-original": Config(hidden_dim=768, num_layers=12, num_heads=12, ffn_dim=3072, **_ORIGINAL),
     "bert-large-original": Config(hidden_dim=1024, num_layers=24, num_heads=16, ffn_dim=4096, **_ORIGINAL),
 }
-
-
-def get_model_config(name: str, **overrides: Any) -> Config:
-    """The preset ``name`` from :data:`CONFIGS` with fields replaced by ``overrides``."""
-    if name not in CONFIGS:
-        raise KeyError(f"unknown BERT config {name!r}; choose from {sorted(CONFIGS)}")
-    return dataclasses.replace(CONFIGS[name], **overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -284,52 +276,58 @@ def _rngs(rng, train):
     return {"dropout": rng} if train and rng is not None else None
 
 
+def max_len(cfg: Config) -> int | None:
+    """Longest input in tokens (its learned positions)."""
+    return cfg.max_len
+
+
+
 def init_params(cfg: Config, rng: jax.Array) -> dict:
     """Float32 parameters of :class:`BertForMaskedLM` (the Linen ``params`` collection)."""
     ids = jnp.zeros((1, min(8, cfg.max_len)), jnp.int32)
     return BertForMaskedLM(cfg).init({"params": rng}, ids, mlm_positions=jnp.zeros((1, 1), jnp.int32))["params"]
 
 
-def init_classifier_params(cfg: Config, rng: jax.Array, encoder_params: Mapping | None = None) -> dict:
-    """Parameters of :class:`BertForSequenceClassification`; ``encoder_params`` (e.g. a pretrained MLM model's
-    ``params["encoder"]``) replace the fresh encoder, leaving only ``pooler`` and ``classifier`` newly initialised."""
+def init_classifier_params(cfg: Config, rng: jax.Array, pretrained: Mapping | None = None) -> dict:
+    """Parameters of :class:`BertForSequenceClassification`; the encoder of ``pretrained`` (parameters of
+    :func:`init_params`' tree, e.g. a pretraining checkpoint's) replaces the fresh one, leaving only ``pooler`` and
+    ``classifier`` newly initialised."""
     ids = jnp.zeros((1, min(8, cfg.max_len)), jnp.int32)
     params = BertForSequenceClassification(cfg).init({"params": rng}, ids)["params"]
-    if encoder_params is not None:
-        layers.assert_same_shapes(encoder_params, params["encoder"])
-        params = {**params, "encoder": encoder_params}
+    if pretrained is not None:
+        layers.assert_same_shapes(pretrained["encoder"], params["encoder"])
+        params = {**params, "encoder": pretrained["encoder"]}
     return params
 
 
-def logits_fn(
-    params,
-    input_ids,
-    attention_mask=None,
-    token_type_ids=None,
-    mlm_positions=None,
-    *,
-    cfg: Config,
-    train: bool = False,
-    rng: jax.Array | None = None,
-) -> jax.Array:
-    """MLM logits (float32): ``[B, K, V]`` at ``mlm_positions`` ``[B, K]``, or ``[B, T, V]`` when it is None."""
+def logits_fn(params, batch, *, cfg: Config, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """MLM logits (float32): ``[B, K, V]`` at ``batch["mlm_positions"]`` ``[B, K]``, or ``[B, T, V]`` without them.
+
+    ``batch``: ``input_ids`` [B, T], optional ``attention_mask``, ``token_type_ids`` and ``mlm_positions``.
+    """
     return BertForMaskedLM(cfg).apply(
         {"params": params},
-        input_ids,
-        attention_mask,
-        token_type_ids,
-        mlm_positions,
+        batch["input_ids"],
+        batch.get("attention_mask"),
+        batch.get("token_type_ids"),
+        batch.get("mlm_positions"),
         train=train,
         rngs=_rngs(rng, train),
     )
 
 
-def classifier_logits_fn(
-    params, input_ids, attention_mask=None, token_type_ids=None, *, cfg: Config, train=False, rng=None
-) -> jax.Array:
-    """Classifier outputs ``[B, num_labels]`` (float32); for regression (``num_labels == 1``) the prediction."""
+def classifier_logits_fn(params, batch, *, cfg: Config, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """Classifier outputs ``[B, num_labels]`` (float32); for regression (``num_labels == 1``) the prediction.
+
+    ``batch``: ``input_ids`` [B, T], optional ``attention_mask`` and ``token_type_ids``.
+    """
     return BertForSequenceClassification(cfg).apply(
-        {"params": params}, input_ids, attention_mask, token_type_ids, train=train, rngs=_rngs(rng, train)
+        {"params": params},
+        batch["input_ids"],
+        batch.get("attention_mask"),
+        batch.get("token_type_ids"),
+        train=train,
+        rngs=_rngs(rng, train),
     )
 
 
@@ -340,16 +338,7 @@ def loss_fn(params, batch, rng, *, cfg: Config, train: bool) -> tuple[jax.Array,
     optional ``token_type_ids``. ``rng`` feeds dropout when ``train`` (may be None otherwise).
     Returns ``(loss, {"loss", "accuracy", "num_tokens"})``, all float32 scalars.
     """
-    logits = logits_fn(
-        params,
-        batch["input_ids"],
-        batch.get("attention_mask"),
-        batch.get("token_type_ids"),
-        batch["mlm_positions"],
-        cfg=cfg,
-        train=train,
-        rng=rng,
-    )
+    logits = logits_fn(params, batch, cfg=cfg, train=train, rng=rng)
     return layers.weighted_cross_entropy(logits, batch["mlm_labels"], batch["mlm_weights"])
 
 
@@ -359,15 +348,7 @@ def classification_loss_fn(params, batch, rng, *, cfg: Config, train: bool) -> t
     ``batch``: ``input_ids``, ``attention_mask``, ``token_type_ids`` [B, T], ``labels`` [B], optional ``weights``
     [B] (0 for padding examples). ``num_tokens`` in the metrics is the weighted number of examples.
     """
-    logits = classifier_logits_fn(
-        params,
-        batch["input_ids"],
-        batch.get("attention_mask"),
-        batch.get("token_type_ids"),
-        cfg=cfg,
-        train=train,
-        rng=rng,
-    )
+    logits = classifier_logits_fn(params, batch, cfg=cfg, train=train, rng=rng)
     weights = batch.get("weights")
     weights = jnp.ones(logits.shape[0], jnp.float32) if weights is None else weights.astype(jnp.float32)
     if cfg.num_labels > 1:
@@ -390,84 +371,15 @@ def _param_counts(cfg: Config) -> tuple[int, int]:
     return per_token, head
 
 
-def flops_per_token(cfg: Config, seq_len: int, *, mlm_fraction: float | None = 0.15) -> float:
-    """Training FLOPs per input token, nanoGPT's ``estimate_mfu`` estimate adapted to sparse MLM.
+def flops_per_token(cfg: Config, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
+    """Training FLOPs per input token of batches shaped ``batch_shapes``, nanoGPT's ``estimate_mfu`` for sparse MLM.
 
-    ``6 * N_body + 12 * L * d * T + 6 * mlm_fraction * N_head``: the encoder's non-embedding parameters ``N_body``
-    act on every token (embedding lookups are not matmuls and are not counted), attention scores and values cost
-    ``12 * L * d * T``, and the MLM head (transform + tied ``d x V`` decoder) acts only on the masked fraction of
-    tokens (``K / T``; ``None`` = every token, i.e. a dense head).
+    ``6 * N_body + 12 * L * d * T + 6 * (K / T) * N_head``: the encoder's non-embedding parameters ``N_body`` act on
+    every one of the ``T`` tokens (``input_ids`` [B, T]; embedding lookups are not matmuls and are not counted),
+    attention scores and values cost ``12 * L * d * T``, and the MLM head (transform + tied ``d x V`` decoder) acts
+    on the ``K`` predicted positions (``mlm_positions`` [B, K]; without them, on every token: a dense head).
     """
     per_token, head = _param_counts(cfg)
-    frac = 1.0 if mlm_fraction is None else mlm_fraction
-    return 6.0 * per_token + 12.0 * cfg.num_layers * cfg.hidden_dim * seq_len + 6.0 * frac * head
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Hugging Face conversion
-
-
-def _np(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor
-        x = x.detach().cpu().float().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
-def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: Config) -> dict:
-    """Convert a Hugging Face ``BertForMaskedLM`` or ``BertForSequenceClassification`` state dict (original layout).
-
-    Returns MLM parameters (``encoder``, ``mlm_head``, ``decoder_bias``) when the state dict has ``cls.predictions``
-    keys, classifier parameters (``encoder``, ``pooler``, ``classifier``) when it has ``classifier`` keys. The
-    decoder weight is taken to be tied to the word embeddings (as in every released BERT). Shapes are checked
-    against ``cfg``.
-    """
-    if cfg.pre_ln or cfg.glu or not cfg.use_bias or cfg.position_embedding != "learned":
-        raise ValueError("Hugging Face BERT checkpoints need the original layout (e.g. 'bert-base-original')")
-    sd = {k.removeprefix("bert."): _np(v) for k, v in state_dict.items()}
-
-    def dense(prefix):
-        return {"kernel": sd[f"{prefix}.weight"].T, "bias": sd[f"{prefix}.bias"]}
-
-    def norm(prefix):
-        return {"scale": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
-
-    emb = "embeddings"
-    encoder = {
-        "embeddings": {
-            "word_embeddings": {"embedding": sd[f"{emb}.word_embeddings.weight"]},
-            "position_embeddings": {"embedding": sd[f"{emb}.position_embeddings.weight"]},
-            "norm": norm(f"{emb}.LayerNorm"),
-        }
-    }
-    if cfg.type_vocab_size:
-        encoder["embeddings"]["token_type_embeddings"] = {"embedding": sd[f"{emb}.token_type_embeddings.weight"]}
-    for i in range(cfg.num_layers):
-        p = f"encoder.layer.{i}"
-        qkv = [dense(f"{p}.attention.self.{n}") for n in ("query", "key", "value")]
-        encoder[f"layers_{i}"] = {
-            "attention": {
-                "qkv": {
-                    "kernel": np.concatenate([d["kernel"] for d in qkv], axis=1),
-                    "bias": np.concatenate([d["bias"] for d in qkv]),
-                },
-                "out": dense(f"{p}.attention.output.dense"),
-            },
-            "attention_norm": norm(f"{p}.attention.output.LayerNorm"),
-            "mlp": {"wi": dense(f"{p}.intermediate.dense"), "wo": dense(f"{p}.output.dense")},
-            "mlp_norm": norm(f"{p}.output.LayerNorm"),
-        }
-    if "classifier.weight" in sd:
-        params = {"encoder": encoder, "pooler": dense("pooler.dense"), "classifier": dense("classifier")}
-        reference = jax.eval_shape(functools.partial(init_classifier_params, cfg), jax.random.key(0))
-    else:
-        params = {
-            "encoder": encoder,
-            "mlm_head": {
-                "dense": dense("cls.predictions.transform.dense"),
-                "norm": norm("cls.predictions.transform.LayerNorm"),
-            },
-            "decoder_bias": sd.get("cls.predictions.decoder.bias", sd.get("cls.predictions.bias")),
-        }
-        reference = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
-    layers.assert_same_shapes(params, reference)
-    return jax.tree.map(jnp.asarray, params)
+    seq_len = batch_shapes["input_ids"][-1]
+    predicted = batch_shapes["mlm_positions"][-1] if "mlm_positions" in batch_shapes else seq_len
+    return 6.0 * per_token + 12.0 * cfg.num_layers * cfg.hidden_dim * seq_len + 6.0 * predicted / seq_len * head

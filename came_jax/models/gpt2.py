@@ -1,6 +1,6 @@
 """GPT-2 in Flax Linen: learned positions, pre-LN blocks with biases, tanh-GELU, causal attention, tied embeddings.
 
-Numerically equal to Hugging Face ``GPT2LMHeadModel`` (see :func:`from_hf_state_dict`); initialisation follows
+Numerically equal to Hugging Face ``GPT2LMHeadModel`` (conversion: :mod:`came_jax.hf.gpt2`); initialisation follows
 GPT-2 / nanoGPT: normal(0.02) everywhere and normal(0.02 / sqrt(2 * num_layers)) for the kernels that write into the
 residual stream. Parameter tree: ``wte``, ``wpe``, ``layers_{i}/{attention_norm, attention/{qkv,out}, mlp_norm,
 mlp/{wi,wo}}``, ``final_norm``.
@@ -17,12 +17,10 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from came_jax.models import layers
 
@@ -67,13 +65,6 @@ CONFIGS: dict[str, Config] = {
 }
 
 
-def get_model_config(name: str, **overrides: Any) -> Config:
-    """The preset ``name`` from :data:`CONFIGS` with fields replaced by ``overrides``."""
-    if name not in CONFIGS:
-        raise KeyError(f"unknown GPT-2 config {name!r}; choose from {sorted(CONFIGS)}")
-    return dataclasses.replace(CONFIGS[name], **overrides)
-
-
 class GPT2(nn.Module):
     """GPT-2 language model; returns float32 next-token logits ``[B, T, V]``."""
 
@@ -113,15 +104,26 @@ class GPT2(nn.Module):
         return layers.tied_logits(x, wte.embedding, dtype)
 
 
+def max_len(cfg: Config) -> int | None:
+    """Longest input in tokens (its learned positions)."""
+    return cfg.max_len
+
+
+
 def init_params(cfg: Config, rng: jax.Array) -> dict:
     """Float32 parameters of :class:`GPT2` (the Linen ``params`` collection)."""
     return GPT2(cfg).init({"params": rng}, jnp.zeros((1, min(8, cfg.max_len)), jnp.int32))["params"]
 
 
-def logits_fn(params, input_ids, attention_mask=None, *, cfg: Config, train: bool = False, rng=None) -> jax.Array:
-    """Float32 logits ``[B, T, V]``; ``attention_mask`` [B, T] (1 = real token) is optional, causality is built in."""
+def logits_fn(params, batch, *, cfg: Config, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """Float32 logits ``[B, T, V]`` of ``batch["input_ids"]``; causality is built in.
+
+    ``batch``: ``input_ids`` [B, T] and optionally ``attention_mask`` [B, T] (1 = real token).
+    """
     rngs = {"dropout": rng} if train and rng is not None else None
-    return GPT2(cfg).apply({"params": params}, input_ids, attention_mask, train=train, rngs=rngs)
+    return GPT2(cfg).apply(
+        {"params": params}, batch["input_ids"], batch.get("attention_mask"), train=train, rngs=rngs
+    )
 
 
 def loss_fn(params, batch, rng, *, cfg: Config, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -130,7 +132,7 @@ def loss_fn(params, batch, rng, *, cfg: Config, train: bool) -> tuple[jax.Array,
     ``batch``: ``input_ids``, ``labels`` [B, T] int32, ``weights`` [B, T] float32, optional ``attention_mask``.
     Returns ``(loss, {"loss", "accuracy", "num_tokens"})``, all float32 scalars.
     """
-    logits = logits_fn(params, batch["input_ids"], batch.get("attention_mask"), cfg=cfg, train=train, rng=rng)
+    logits = logits_fn(params, batch, cfg=cfg, train=train, rng=rng)
     return layers.weighted_cross_entropy(logits, batch["labels"], batch["weights"])
 
 
@@ -141,46 +143,12 @@ def _num_params_without_positions(cfg: Config) -> int:
     return total - cfg.max_len * cfg.hidden_dim
 
 
-def flops_per_token(cfg: Config, seq_len: int) -> float:
+def flops_per_token(cfg: Config, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
     """Training FLOPs per token as in nanoGPT's ``estimate_mfu``: ``6 * N + 12 * L * d * T``.
 
+    ``T`` is the sequence length of ``batch_shapes["input_ids"]`` ([B, T]).
     ``N`` counts every parameter except the position embeddings; the tied token embedding is included because it
     is the output projection (nanoGPT's ``get_num_params(non_embedding=True)``).
     """
+    seq_len = batch_shapes["input_ids"][-1]
     return 6.0 * _num_params_without_positions(cfg) + 12.0 * cfg.num_layers * cfg.hidden_dim * seq_len
-
-
-def _np(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor
-        x = x.detach().cpu().float().numpy()
-    return np.asarray(x, dtype=np.float32)
-
-
-def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: Config) -> dict:
-    """Convert a Hugging Face ``GPT2LMHeadModel`` (or ``GPT2Model``) state dict; ``lm_head`` is tied to ``wte``.
-
-    HF's ``Conv1D`` weights are already ``[in, out]``, so no transposes; ``c_attn`` is our fused ``qkv``.
-    """
-    sd = {k.removeprefix("transformer."): _np(v) for k, v in state_dict.items()}
-
-    def dense(prefix):
-        return {"kernel": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
-
-    def norm(prefix):
-        return {"scale": sd[f"{prefix}.weight"], "bias": sd[f"{prefix}.bias"]}
-
-    params = {
-        "wte": {"embedding": sd["wte.weight"]},
-        "wpe": {"embedding": sd["wpe.weight"]},
-        "final_norm": norm("ln_f"),
-    }
-    for i in range(cfg.num_layers):
-        p = f"h.{i}"
-        params[f"layers_{i}"] = {
-            "attention_norm": norm(f"{p}.ln_1"),
-            "attention": {"qkv": dense(f"{p}.attn.c_attn"), "out": dense(f"{p}.attn.c_proj")},
-            "mlp_norm": norm(f"{p}.ln_2"),
-            "mlp": {"wi": dense(f"{p}.mlp.c_fc"), "wo": dense(f"{p}.mlp.c_proj")},
-        }
-    layers.assert_same_shapes(params, jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0)))
-    return jax.tree.map(jnp.asarray, params)

@@ -1,4 +1,4 @@
-"""T5 v1.1 (T5.1.1) encoder-decoder in Flax Linen, its span-corruption loss, and Hugging Face weight conversion.
+"""T5 v1.1 (T5.1.1) encoder-decoder in Flax Linen and its span-corruption loss (conversion: :mod:`came_jax.hf.t5`).
 
 Architecture (Raffel et al. 2020, with the T5.1.1 changes):
 
@@ -49,7 +49,6 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from came_jax.models import layers
@@ -59,14 +58,12 @@ __all__ = [
     "Config",
     "T5",
     "flops_per_token",
-    "from_hf_state_dict",
-    "get_model_config",
     "init_params",
+    "max_len",
     "logits_fn",
     "loss_fn",
     "relative_position_bucket",
     "shift_right",
-    "to_hf_state_dict",
 ]
 
 
@@ -78,7 +75,8 @@ class Config:
     """Sizes of a T5 v1.1 model. Field names follow Hugging Face ``T5Config``.
 
     ``num_decoder_layers=None`` means as many decoder layers as encoder layers. ``dtype`` is the compute dtype
-    ("float32" or "bfloat16"); parameters are fp32 regardless.
+    ("float32" or "bfloat16"); parameters are fp32 regardless. ``attention_impl`` is the ``implementation`` of
+    :func:`jax.nn.dot_product_attention` (None = XLA, "cudnn") where attention dropout is off.
     """
 
     vocab_size: int = 32128
@@ -95,6 +93,7 @@ class Config:
     dtype: str = "float32"
     pad_id: int = 0
     decoder_start_id: int = 0
+    attention_impl: str | None = None
 
     def __post_init__(self):
         if self.dtype not in ("float32", "bfloat16"):
@@ -113,13 +112,6 @@ CONFIGS: dict[str, Config] = {
     "base": Config(d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_heads=12),
     "large": Config(d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16),
 }
-
-
-def get_model_config(name: str, **overrides: Any) -> Config:
-    """Returns preset ``name`` (one of ``CONFIGS``) with fields replaced by ``overrides``."""
-    if name not in CONFIGS:
-        raise KeyError(f"unknown T5 preset {name!r}; choose from {sorted(CONFIGS)}")
-    return dataclasses.replace(CONFIGS[name], **overrides)
 
 
 # ---------------------------------------------------------------------------------------------------- primitives
@@ -239,7 +231,9 @@ class Attention(nn.Module):
         k = heads(dense(inner, cfg.d_model**-0.5, "k")(kv))
         v = heads(dense(inner, cfg.d_model**-0.5, "v")(kv))
         if deterministic or cfg.dropout_rate == 0.0:
-            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0)
+            out = jax.nn.dot_product_attention(
+                q, k, v, bias=bias, mask=mask, scale=1.0, implementation=cfg.attention_impl
+            )
         else:
             out = _attention_with_dropout(
                 q, k, v, bias=bias, mask=mask, dropout_rate=cfg.dropout_rate, dropout_rng=self.make_rng("dropout")
@@ -358,22 +352,48 @@ class T5(nn.Module):
 # ------------------------------------------------------------------------------------------ the common interface
 
 
+def max_len(cfg: Config) -> int | None:
+    """None: relative position buckets take inputs of any length."""
+    return None
+
+
+
 def init_params(cfg: Config, rng: jax.Array) -> dict:
     """Random fp32 parameters (the contents of the Linen ``params`` collection)."""
     ids = jnp.zeros((1, 2), jnp.int32)
     return jax.jit(lambda r: T5(cfg).init(r, ids, jnp.ones((1, 2), jnp.int32), ids)["params"])(rng)
 
 
-def logits_fn(params, input_ids, attention_mask, decoder_input_ids, *, cfg: Config) -> jax.Array:
-    """fp32 logits [B, T_dec, vocab] in inference mode (no dropout)."""
-    return T5(cfg).apply({"params": params}, input_ids, attention_mask, decoder_input_ids, deterministic=True)
+def logits_fn(params, batch: Mapping[str, jax.Array], *, cfg: Config, train: bool = False, rng=None) -> jax.Array:
+    """fp32 logits [B, To, vocab] of the decoder.
+
+    ``batch``: ``input_ids`` [B, Ti], and ``decoder_input_ids`` [B, To] or ``labels`` [B, To] (then the decoder
+    inputs are the labels shifted right behind ``cfg.decoder_start_id``); optional ``attention_mask`` [B, Ti]
+    (default: ``input_ids != cfg.pad_id``). ``rng`` is the dropout key, used only when ``train`` and
+    ``cfg.dropout_rate > 0`` (it may then not be None).
+    """
+    input_ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    mask = input_ids != cfg.pad_id if mask is None else mask
+    decoder_input_ids = batch.get("decoder_input_ids")
+    if decoder_input_ids is None:
+        decoder_input_ids = shift_right(batch["labels"], cfg.decoder_start_id)
+    use_dropout = train and cfg.dropout_rate > 0.0
+    return T5(cfg).apply(
+        {"params": params},
+        input_ids,
+        mask,
+        decoder_input_ids,
+        deterministic=not use_dropout,
+        rngs={"dropout": rng} if use_dropout else None,
+    )
 
 
 def loss_fn(params, batch: Mapping[str, jax.Array], rng, *, cfg: Config, train: bool):
     """Weighted mean token cross-entropy of span-corruption targets.
 
     Args:
-      params: from ``init_params`` or ``from_hf_state_dict``.
+      params: from ``init_params`` or ``came_jax.hf.t5.from_hf``.
       batch: ``input_ids`` [B, Ti] (pad = ``cfg.pad_id`` is masked out of attention), ``labels`` [B, To] and float
         ``weights`` [B, To]. Decoder inputs are ``labels`` shifted right behind ``cfg.decoder_start_id``.
       rng: dropout key, used only when ``train`` and ``cfg.dropout_rate > 0`` (may then not be None).
@@ -384,17 +404,9 @@ def loss_fn(params, batch: Mapping[str, jax.Array], rng, *, cfg: Config, train: 
       ``(loss, metrics)``: fp32 scalar ``sum(w * ce) / sum(w)`` and fp32 scalars ``loss``, ``num_tokens`` (sum of
       weights) and ``accuracy`` (weighted argmax accuracy).
     """
-    input_ids, labels = batch["input_ids"], batch["labels"]
+    labels = batch["labels"]
     weights = batch["weights"].astype(jnp.float32)
-    use_dropout = train and cfg.dropout_rate > 0.0
-    logits = T5(cfg).apply(
-        {"params": params},
-        input_ids,
-        input_ids != cfg.pad_id,
-        shift_right(labels, cfg.decoder_start_id),
-        deterministic=not use_dropout,
-        rngs={"dropout": rng} if use_dropout else None,
-    )
+    logits = logits_fn(params, {"input_ids": batch["input_ids"], "labels": labels}, cfg=cfg, train=train, rng=rng)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     num_tokens = weights.sum()
     denom = jnp.where(num_tokens > 0, num_tokens, 1.0)
@@ -403,22 +415,23 @@ def loss_fn(params, batch: Mapping[str, jax.Array], rng, *, cfg: Config, train: 
     return loss, {"loss": loss, "num_tokens": num_tokens, "accuracy": accuracy}
 
 
-def flops_per_token(cfg: Config, seq_len: int, target_len: int | None = None) -> float:
+def flops_per_token(cfg: Config, batch_shapes: Mapping[str, tuple[int, ...]]) -> float:
     """Training FLOPs (forward + backward) per *encoder input token*, nanoGPT style (6N + attention).
 
-    An example has ``seq_len`` encoder tokens and ``target_len`` decoder tokens (default ``seq_len``; for T5 span
-    corruption with 15% noise and mean span 3 a 512-token input has 114 targets, so pass ``target_len`` to avoid
-    overcounting the decoder). Per example, every weight matrix costs 6 FLOPs per token it is applied to:
+    An example has ``Ti`` encoder tokens (``input_ids`` [B, Ti]) and ``To`` decoder tokens (``labels``
+    or ``decoder_input_ids`` [B, To]; without either, Ti: for T5 span corruption with 15% noise and mean span 3 a
+    512-token input has 114 targets). Per example, every weight matrix costs 6 FLOPs per token it is applied to:
 
-    * encoder layers (q, k, v, o, wi_0, wi_1, wo) and the decoder's cross-attention k, v act on ``seq_len`` tokens;
-    * decoder self-attention, cross-attention q, o, feed-forward and ``lm_head`` act on ``target_len`` tokens;
+    * encoder layers (q, k, v, o, wi_0, wi_1, wo) and the decoder's cross-attention k, v act on ``Ti`` tokens;
+    * decoder self-attention, cross-attention q, o, feed-forward and ``lm_head`` act on ``To`` tokens;
 
     and attention adds ``12 * num_heads * d_kv`` per (query, key) pair per layer (QK^T and AV, forward and backward,
     no causal discount, as in nanoGPT): Ti^2 per encoder layer, To^2 + To*Ti per decoder layer. Embedding lookups,
-    norms and softmax are not counted. The total is divided by ``seq_len``.
+    norms and softmax are not counted. The total is divided by ``Ti``.
     """
-    ti = seq_len
-    to = seq_len if target_len is None else target_len
+    ti = batch_shapes["input_ids"][-1]
+    targets = batch_shapes.get("labels", batch_shapes.get("decoder_input_ids"))
+    to = ti if targets is None else targets[-1]
     d, inner = cfg.d_model, cfg.num_heads * cfg.d_kv
     attn_proj, mlp = 4 * d * inner, 3 * d * cfg.d_ff
     le, ld = cfg.num_layers, cfg.n_decoder_layers
@@ -427,90 +440,3 @@ def flops_per_token(cfg: Config, seq_len: int, target_len: int | None = None) ->
     )
     attention_pairs = le * ti * ti + ld * (to * to + to * ti)
     return float(6 * matmul_params_times_tokens + 12 * inner * attention_pairs) / ti
-
-
-# ------------------------------------------------------------------------------------------ Hugging Face weights
-
-
-def _hf_names(cfg: Config) -> dict[tuple[str, ...], tuple[str, bool]]:
-    """Our parameter path -> (HF ``T5ForConditionalGeneration`` state_dict key, whether to transpose)."""
-    names: dict[tuple[str, ...], tuple[str, bool]] = {
-        ("shared", "embedding"): ("shared.weight", False),
-        ("lm_head", "kernel"): ("lm_head.weight", True),
-    }
-    for stack, n_layers in (("encoder", cfg.num_layers), ("decoder", cfg.n_decoder_layers)):
-        names[(stack, "relative_attention_bias", "embedding")] = (
-            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-            False,
-        )
-        names[(stack, "final_norm", "scale")] = (f"{stack}.final_layer_norm.weight", False)
-        for i in range(n_layers):
-            ours, hf = (stack, f"layers_{i}"), f"{stack}.block.{i}.layer"
-            sublayers = [("self_attn", "0.SelfAttention")]
-            if stack == "decoder":
-                sublayers.append(("cross_attn", "1.EncDecAttention"))
-            for name, hf_name in sublayers:
-                for p in "qkvo":
-                    names[ours + (name, p, "kernel")] = (f"{hf}.{hf_name}.{p}.weight", True)
-                names[ours + (f"{name}_norm", "scale")] = (f"{hf}.{hf_name.split('.')[0]}.layer_norm.weight", False)
-            ff = "2" if stack == "decoder" else "1"
-            for p in ("wi_0", "wi_1", "wo"):
-                names[ours + ("mlp", p, "kernel")] = (f"{hf}.{ff}.DenseReluDense.{p}.weight", True)
-            names[ours + ("mlp_norm", "scale")] = (f"{hf}.{ff}.layer_norm.weight", False)
-    return names
-
-
-# Present in HF state dicts but not separate parameters here (tied copies of ``shared``, an unused leftover).
-_HF_IGNORED = (
-    "encoder.embed_tokens.weight",
-    "decoder.embed_tokens.weight",
-    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
-)
-
-
-def _to_numpy(t) -> np.ndarray:
-    if hasattr(t, "detach"):  # torch.Tensor, without importing torch here
-        t = t.detach().cpu().float().numpy()
-    return np.asarray(t, np.float32)
-
-
-def from_hf_state_dict(state_dict: Mapping[str, Any], cfg: Config) -> dict:
-    """Converts a Hugging Face ``T5ForConditionalGeneration`` (``feed_forward_proj="gated-gelu"``) state_dict.
-
-    Accepts torch tensors or arrays. Linear weights [out, in] become kernels [in, out]. Raises on missing,
-    unexpected or mis-shaped entries, so a config mismatch cannot load silently.
-    """
-    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-    names = _hf_names(cfg)
-    unexpected = set(state_dict) - {hf for hf, _ in names.values()} - set(_HF_IGNORED)
-    if unexpected:
-        raise ValueError(f"unexpected keys in T5 state_dict (is it a gated-gelu T5 v1.1?): {sorted(unexpected)}")
-
-    def convert(path, leaf):
-        ours = tuple(k.key for k in path)
-        hf, transpose = names[ours]
-        if hf not in state_dict:
-            if ours == ("lm_head", "kernel"):  # a tied checkpoint: the head is the embedding
-                hf, transpose = "shared.weight", True
-            else:
-                raise KeyError(f"{hf} missing from T5 state_dict")
-        value = _to_numpy(state_dict[hf])
-        value = value.T if transpose else value
-        if value.shape != leaf.shape:
-            raise ValueError(f"{hf}: shape {value.shape} does not match {'/'.join(ours)} {leaf.shape}")
-        return jnp.asarray(value)
-
-    return jax.tree_util.tree_map_with_path(convert, shapes)
-
-
-def to_hf_state_dict(params, cfg: Config) -> dict[str, np.ndarray]:
-    """Inverse of ``from_hf_state_dict``: fp32 numpy arrays under HF names (tied embedding copies included)."""
-    names = _hf_names(cfg)
-    out: dict[str, np.ndarray] = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        hf, transpose = names[tuple(k.key for k in path)]
-        value = np.asarray(leaf, np.float32)
-        out[hf] = np.ascontiguousarray(value.T if transpose else value)
-    out["encoder.embed_tokens.weight"] = out["shared.weight"]
-    out["decoder.embed_tokens.weight"] = out["shared.weight"]
-    return out

@@ -1,4 +1,6 @@
-"""BERT: equivalence with Hugging Face (original layout), crammed-BERT behaviour (sparse MLM, dropout, training)."""
+"""BERT: crammed-BERT behaviour (sparse MLM, dropout, training), classifier, presets and FLOPs.
+
+Equivalence with Hugging Face (original layout) is tested with the conversion, in tests/hf/test_bert.py."""
 
 import functools
 
@@ -7,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
-import transformers
 
+from came_jax import models
 from came_jax.models import bert
 
 V, T, K, B = 97, 16, 4, 3  # vocab chosen unlike any other dimension, so a [B, T, V] tensor is recognisable
@@ -19,14 +20,6 @@ logits_fn = jax.jit(bert.logits_fn, static_argnames=("cfg", "train"))
 classifier_logits_fn = jax.jit(bert.classifier_logits_fn, static_argnames=("cfg", "train"))
 init_params = jax.jit(bert.init_params, static_argnums=0)
 init_classifier_params = jax.jit(bert.init_classifier_params, static_argnums=0)
-
-
-def _assert_close(ours, ref, rel=1e-4):
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    assert ours.shape == ref.shape
-    err = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert err <= rel, f"relative error {err:.2e}"
-    np.testing.assert_allclose(ours, ref, rtol=rel, atol=rel * np.abs(ref).max())
 
 
 def _mlm_batch(cfg, seed=0):
@@ -48,54 +41,14 @@ def _mlm_batch(cfg, seed=0):
     }
 
 
-def test_matches_hugging_face_bert_mlm_and_classifier():
-    torch.manual_seed(0)
-    hf_cfg = transformers.BertConfig(
-        vocab_size=V,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=T,
-        num_labels=3,
-    )
-    cfg = bert.get_model_config(
-        "bert-base-original",
-        vocab_size=V,
-        hidden_dim=32,
-        num_layers=2,
-        num_heads=4,
-        ffn_dim=64,
-        max_len=T,
-        num_labels=3,
-    )
-    batch = _mlm_batch(cfg)
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    types = jnp.asarray(np.repeat([[0] * 9 + [1] * (T - 9)], B, axis=0), jnp.int32)
-    t = lambda x: torch.as_tensor(np.array(x), dtype=torch.long)
-
-    hf = transformers.BertForMaskedLM(hf_cfg).eval()
-    with torch.no_grad():
-        hf.cls.predictions.bias.normal_()  # non-zero decoder bias, so its conversion is tested
-        ref = hf(input_ids=t(ids), attention_mask=t(mask), token_type_ids=t(types)).logits.numpy()
-    params = bert.from_hf_state_dict(hf.state_dict(), cfg)
-    full = logits_fn(params, ids, mask, types, cfg=cfg)
-    _assert_close(full, ref)
-
-    sparse = logits_fn(params, ids, mask, types, batch["mlm_positions"], cfg=cfg)
-    gathered = np.take_along_axis(np.asarray(full), np.asarray(batch["mlm_positions"])[..., None], axis=1)
-    np.testing.assert_allclose(sparse, gathered, rtol=1e-5, atol=1e-5)
-
-    hf_cls = transformers.BertForSequenceClassification(hf_cfg).eval()
-    with torch.no_grad():
-        ref_cls = hf_cls(input_ids=t(ids), attention_mask=t(mask), token_type_ids=t(types)).logits.numpy()
-    cls_params = bert.from_hf_state_dict(hf_cls.state_dict(), cfg)
-    _assert_close(classifier_logits_fn(cls_params, ids, mask, types, cfg=cfg), ref_cls)
+def _inputs(batch):
+    """The model inputs of an MLM batch (what ``logits_fn`` reads)."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "mlm_positions")}
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = bert.get_model_config("tiny", vocab_size=V, max_len=T)
+    cfg = models.make_config("bert", "tiny", vocab_size=V, max_len=T)
     return cfg, init_params(cfg, jax.random.key(0))
 
 
@@ -139,10 +92,10 @@ def test_loss_falls_with_adam(tiny):
 def test_dropout_only_when_training_and_enabled(tiny):
     cfg, params = tiny
     batch = _mlm_batch(cfg)
-    args = (params, batch["input_ids"], batch["attention_mask"], None, batch["mlm_positions"])
+    args = (params, _inputs(batch))
     off = logits_fn(*args, cfg=cfg)
     np.testing.assert_array_equal(off, logits_fn(*args, cfg=cfg, train=True, rng=jax.random.key(1)))
-    cfg_ft = bert.get_model_config("tiny", vocab_size=V, max_len=T, dropout_rate=0.1)
+    cfg_ft = models.make_config("bert", "tiny", vocab_size=V, max_len=T, dropout_rate=0.1)
     np.testing.assert_array_equal(off, logits_fn(*args, cfg=cfg_ft, train=False))
     a = logits_fn(*args, cfg=cfg_ft, train=True, rng=jax.random.key(1))
     b = logits_fn(*args, cfg=cfg_ft, train=True, rng=jax.random.key(2))
@@ -153,11 +106,12 @@ def test_classifier_loads_pretrained_encoder(tiny):
     cfg, params = tiny
     batch = _mlm_batch(cfg)
     for num_labels, labels in ((3, jnp.array([0, 2, 1])), (1, jnp.array([0.5, -1.0, 2.0]))):
-        cfg_cls = bert.get_model_config("tiny", vocab_size=V, max_len=T, num_labels=num_labels)
-        cls = init_classifier_params(cfg_cls, jax.random.key(1), encoder_params=params["encoder"])
+        cfg_cls = models.make_config("bert", "tiny", vocab_size=V, max_len=T, num_labels=num_labels)
+        cls = init_classifier_params(cfg_cls, jax.random.key(1), params)
         assert set(cls) == {"encoder", "pooler", "classifier"}
         jax.tree.map(np.testing.assert_array_equal, cls["encoder"], params["encoder"])
-        logits = classifier_logits_fn(cls, batch["input_ids"], batch["attention_mask"], cfg=cfg_cls)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        logits = classifier_logits_fn(cls, inputs, cfg=cfg_cls)
         assert logits.shape == (B, num_labels) and logits.dtype == jnp.float32
         cls_batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
         loss, metrics = jax.jit(functools.partial(bert.classification_loss_fn, cfg=cfg_cls, train=False))(
@@ -170,10 +124,10 @@ def test_classifier_loads_pretrained_encoder(tiny):
 def test_bfloat16_compute_close_to_float32(tiny):
     cfg, params = tiny
     batch = _mlm_batch(cfg)
-    cfg16 = bert.get_model_config("tiny", vocab_size=V, max_len=T, dtype="bfloat16")
+    cfg16 = models.make_config("bert", "tiny", vocab_size=V, max_len=T, dtype="bfloat16")
     shapes = jax.eval_shape(functools.partial(bert.init_params, cfg16), jax.random.key(0))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
-    args = (params, batch["input_ids"], batch["attention_mask"], None, batch["mlm_positions"])
+    args = (params, _inputs(batch))
     ref, low = logits_fn(*args, cfg=cfg), logits_fn(*args, cfg=cfg16)
     assert low.dtype == jnp.float32
     assert np.abs(low - ref).max() / np.abs(ref).max() < 5e-2
@@ -181,22 +135,43 @@ def test_bfloat16_compute_close_to_float32(tiny):
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
 
 
+def _mlm_shapes(seq_len, rate=0.15, batch=B):
+    """Batch shapes of MLM batches masking ``rate`` of ``seq_len`` tokens, as the data pipeline rounds it."""
+    return {"input_ids": (batch, seq_len), "mlm_positions": (batch, round(rate * seq_len))}
+
+
+# BERT-base without embedding lookups: 12 layers (weights, 5d + f biases, 2 LayerNorms) + embedding LN; its MLM head.
+BASE_DENSE = 6 * (12 * (4 * 768 * 768 + 2 * 768 * 3072 + 9 * 768 + 3072) + 2 * 768)
+BASE_HEAD = 6 * (768 * 768 + 768 + 2 * 768 + 768 * 30522 + 30522)
+
+
 def test_presets_and_flops():
     assert bert.CONFIGS["bert-base-original"].vocab_size == 30522 and bert.CONFIGS["base"].vocab_size == 32768
     cfg = bert.CONFIGS["bert-base-original"]
-    # encoder of BERT-base without embedding lookups: 12 layers (weights, 5d + f biases, 2 LayerNorms) + embedding LN.
-    dense = 6 * (12 * (4 * 768 * 768 + 2 * 768 * 3072 + 9 * 768 + 3072) + 2 * 768)
-    head = 6 * (768 * 768 + 768 + 2 * 768 + 768 * 30522 + 30522)
-    expected = dense + 12 * 12 * 768 * 128 + 0.15 * head
-    assert bert.flops_per_token(cfg, 128) == pytest.approx(expected)
-    assert bert.get_model_config("base", dropout_rate=0.1).dropout_rate == 0.1
+    # 15% of 128 tokens masked: K = round(19.2) = 19 predicted positions.
+    expected = BASE_DENSE + 12 * 12 * 768 * 128 + 19 / 128 * BASE_HEAD
+    assert bert.flops_per_token(cfg, _mlm_shapes(128)) == pytest.approx(expected)
+    assert models.make_config("bert", "base", dropout_rate=0.1).dropout_rate == 0.1
     # cramming's scaled sinusoidal positions: one learned scalar instead of a position table (traced, not compiled).
-    sin = bert.get_model_config("tiny", vocab_size=V, max_len=T, position_embedding="scaled_sinusoidal")
+    sin = models.make_config("bert", "tiny", vocab_size=V, max_len=T, position_embedding="scaled_sinusoidal")
     shapes = jax.eval_shape(functools.partial(bert.init_params, sin), jax.random.key(0))
     assert shapes["encoder"]["embeddings"]["position_scale"].shape == (1,)
     assert "position_embeddings" not in shapes["encoder"]["embeddings"]
-    out = jax.eval_shape(functools.partial(bert.logits_fn, cfg=sin), shapes, jnp.zeros((B, T), jnp.int32))
+    ids = jnp.zeros((B, T), jnp.int32)
+    out = jax.eval_shape(functools.partial(bert.logits_fn, cfg=sin), shapes, {"input_ids": ids})
     assert out.shape == (B, T, V)
-    # cramming's final head: no transform, so the head is just the tied decoder.
-    bare = bert.get_model_config("tiny", vocab_size=V, head_transform=False)
-    assert bert.flops_per_token(bare, T, mlm_fraction=None) == 6 * (82688 + V * 64) + 12 * 2 * 64 * T
+    # cramming's final head: no transform, so the head is just the tied decoder; without mlm_positions it is dense.
+    bare = models.make_config("bert", "tiny", vocab_size=V, head_transform=False)
+    assert bert.flops_per_token(bare, {"input_ids": (B, T)}) == 6 * (82688 + V * 64) + 12 * 2 * 64 * T
+
+
+def test_flops_mlm_head_scales_with_masking_rate():
+    """The head's 6 * N_head FLOPs act on K of T tokens: raising the masking rate adds 6 * dK / T * N_head per
+    token, and nothing else changes (the batch size does not enter)."""
+    cfg = bert.CONFIGS["bert-base-original"]
+    low, high = (bert.flops_per_token(cfg, _mlm_shapes(128, rate)) for rate in (0.15, 0.4))  # K = 19, 51
+    assert high - low == pytest.approx((51 - 19) / 128 * BASE_HEAD)
+    dense_head = bert.flops_per_token(cfg, {"input_ids": (B, 128)})  # no mlm_positions: every token predicted
+    assert dense_head == pytest.approx(bert.flops_per_token(cfg, _mlm_shapes(128, 1.0)))
+    assert dense_head - low == pytest.approx((128 - 19) / 128 * BASE_HEAD)
+    assert bert.flops_per_token(cfg, _mlm_shapes(128, 0.4, batch=7)) == high

@@ -1,4 +1,6 @@
-"""GPT-2: equivalence with Hugging Face GPT2LMHeadModel, causality, training on a fixed batch, bf16 compute."""
+"""GPT-2: causality, training on a fixed batch, bf16 compute, presets and FLOPs.
+
+Equivalence with Hugging Face GPT2LMHeadModel is tested with the conversion, in tests/hf/test_gpt2.py."""
 
 import dataclasses
 import functools
@@ -8,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
-import transformers
 
+from came_jax import models
 from came_jax.models import gpt2
 
 V, T, B = 97, 16, 2
@@ -23,25 +24,13 @@ def _ids(seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, V, (B, T)), jnp.int32)
 
 
-def test_matches_hugging_face_gpt2():
-    torch.manual_seed(0)
-    hf_cfg = transformers.GPT2Config(
-        vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=T, bos_token_id=0, eos_token_id=0
-    )
-    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
-    cfg = gpt2.get_model_config("tiny", vocab_size=V, hidden_dim=32, num_layers=2, num_heads=4, ffn_dim=128, max_len=T)
-    ids = _ids()
-    with torch.no_grad():
-        ref = hf(input_ids=torch.as_tensor(np.array(ids), dtype=torch.long)).logits.numpy()
-    ours = np.asarray(logits_fn(gpt2.from_hf_state_dict(hf.state_dict(), cfg), ids, cfg=cfg))
-    assert ours.shape == ref.shape
-    assert np.abs(ours - ref).max() / np.abs(ref).max() <= 1e-4
-    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+def _logits(params, ids, **kwargs):
+    return logits_fn(params, {"input_ids": ids}, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = gpt2.get_model_config("tiny", vocab_size=V, max_len=T)
+    cfg = models.make_config("gpt2", "tiny", vocab_size=V, max_len=T)
     return cfg, init_params(cfg, jax.random.key(0))
 
 
@@ -49,7 +38,7 @@ def test_causal(tiny):
     cfg, params = tiny
     ids = _ids()
     changed = ids.at[:, 9].set((ids[:, 9] + 1) % V)
-    a, b = logits_fn(params, ids, cfg=cfg), logits_fn(params, changed, cfg=cfg)
+    a, b = _logits(params, ids, cfg=cfg), _logits(params, changed, cfg=cfg)
     np.testing.assert_array_equal(a[:, :9], b[:, :9])
     assert not np.allclose(a[:, 9:], b[:, 9:])
 
@@ -78,15 +67,15 @@ def test_loss_falls_with_adam(tiny):
 def test_bfloat16_compute_and_dropout(tiny):
     cfg, params = tiny
     ids = _ids()
-    ref = logits_fn(params, ids, cfg=cfg)
+    ref = _logits(params, ids, cfg=cfg)
     cfg16 = dataclasses.replace(cfg, dtype="bfloat16")
-    low = logits_fn(params, ids, cfg=cfg16)
+    low = _logits(params, ids, cfg=cfg16)
     assert low.dtype == jnp.float32 and np.abs(low - ref).max() / np.abs(ref).max() < 5e-2
     shapes = jax.eval_shape(functools.partial(gpt2.init_params, cfg16), jax.random.key(0))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(shapes))
     cfg_drop = dataclasses.replace(cfg, dropout_rate=0.1)
-    np.testing.assert_array_equal(ref, logits_fn(params, ids, cfg=cfg_drop))
-    assert not np.allclose(ref, logits_fn(params, ids, cfg=cfg_drop, train=True, rng=jax.random.key(3)))
+    np.testing.assert_array_equal(ref, _logits(params, ids, cfg=cfg_drop))
+    assert not np.allclose(ref, _logits(params, ids, cfg=cfg_drop, train=True, rng=jax.random.key(3)))
 
 
 def test_presets_and_flops():
@@ -95,7 +84,7 @@ def test_presets_and_flops():
     n = jax.eval_shape(functools.partial(gpt2.init_params, cfg), jax.random.key(0))
     total = sum(x.size for x in jax.tree.leaves(n))
     assert total == 124_439_808  # GPT-2 small, as counted by Hugging Face (tied lm_head)
-    assert gpt2.flops_per_token(cfg, 1024) == 6 * (total - 1024 * 768) + 12 * 12 * 768 * 1024
+    assert gpt2.flops_per_token(cfg, {"input_ids": (8, 1024)}) == 6 * (total - 1024 * 768) + 12 * 12 * 768 * 1024
 
 
 @pytest.mark.parametrize("is_causal", [False, True])

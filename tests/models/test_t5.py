@@ -1,6 +1,9 @@
-"""T5 v1.1 port: numerical equivalence with Hugging Face, masking, training, mixed precision, sizes."""
+"""T5 v1.1 port: relative position buckets, masking, training, mixed precision, sizes.
+
+Numerical equivalence with Hugging Face is tested with the conversion, in tests/hf/test_t5.py."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,7 @@ import pytest
 import torch
 import transformers
 
+from came_jax import models
 from came_jax.models import t5
 
 # Small but exercising everything: unequal encoder/decoder depth, log-spaced position buckets (sequences longer
@@ -48,40 +52,8 @@ def _rel_err(a, b):
 
 
 @pytest.fixture(scope="module")
-def hf_model():
-    torch.manual_seed(0)
-    config = transformers.T5Config(
-        vocab_size=CFG.vocab_size,
-        d_model=CFG.d_model,
-        d_kv=CFG.d_kv,
-        d_ff=CFG.d_ff,
-        num_layers=CFG.num_layers,
-        num_decoder_layers=CFG.num_decoder_layers,
-        num_heads=CFG.num_heads,
-        relative_attention_num_buckets=CFG.relative_attention_num_buckets,
-        relative_attention_max_distance=CFG.relative_attention_max_distance,
-        dropout_rate=0.0,
-        layer_norm_epsilon=CFG.layer_norm_epsilon,
-        feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False,
-        pad_token_id=CFG.pad_id,
-        decoder_start_token_id=CFG.decoder_start_id,
-    )
-    model = transformers.T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        # transformers 5 always ties lm_head to the embedding (tie_word_embeddings=False only switches off the
-        # output rescaling); untie it as in the released T5.1.1 checkpoints so that a swapped head would be caught.
-        model.lm_head.weight = torch.nn.Parameter(torch.randn(CFG.vocab_size, CFG.d_model) * CFG.d_model**-0.5)
-        for name, p in model.named_parameters():
-            if "layer_norm" in name:  # norms start at 1: perturb them so that their mapping is tested
-                p.add_(0.2 * torch.randn_like(p))
-    assert not config.scale_decoder_outputs
-    return model
-
-
-@pytest.fixture(scope="module")
-def hf_params(hf_model):
-    return t5.from_hf_state_dict(hf_model.state_dict(), CFG)
+def params():
+    return t5.init_params(CFG, jax.random.key(1))
 
 
 @pytest.fixture(scope="module")
@@ -105,54 +77,16 @@ def test_relative_position_bucket_matches_hf():
             np.testing.assert_array_equal(np.asarray(ours), theirs.numpy())
 
 
-def test_logits_and_loss_match_hugging_face(hf_model, hf_params):
-    params = hf_params
-    batch = _batch()
-    attention_mask = batch["input_ids"] != CFG.pad_id
-    decoder_input_ids = np.asarray(t5.shift_right(jnp.asarray(batch["labels"]), CFG.decoder_start_id))
-    hf_labels = np.where(batch["weights"] > 0, batch["labels"], -100)
-    with torch.no_grad():
-        out = hf_model(
-            input_ids=torch.from_numpy(batch["input_ids"]).long(),
-            attention_mask=torch.from_numpy(attention_mask).long(),
-            labels=torch.from_numpy(hf_labels).long(),
-        )
-    # HF shifts the labels itself (replacing -100 by pad): same decoder inputs as ours.
-    assert np.array_equal(hf_model._shift_right(torch.from_numpy(hf_labels)).numpy(), decoder_input_ids)
-
-    logits = jax.jit(lambda p: t5.logits_fn(p, batch["input_ids"], attention_mask, decoder_input_ids, cfg=CFG))(params)
-    assert logits.dtype == jnp.float32
-    assert _rel_err(logits, out.logits.numpy()) <= 1e-4
-    np.testing.assert_allclose(np.asarray(logits), out.logits.numpy(), rtol=1e-4, atol=1e-4)
-
-    loss, metrics = jax.jit(lambda p, b: t5.loss_fn(p, b, None, cfg=CFG, train=False))(params, batch)
-    np.testing.assert_allclose(float(loss), out.loss.item(), rtol=1e-5)
-    assert float(metrics["num_tokens"]) == batch["weights"].sum()
-    hf_pred = out.logits.numpy().argmax(-1)
-    expected_acc = ((hf_pred == batch["labels"]) * batch["weights"]).sum() / batch["weights"].sum()
-    np.testing.assert_allclose(float(metrics["accuracy"]), expected_acc, rtol=1e-6)
+def _logits(params, input_ids, attention_mask, decoder_input_ids, *, cfg):
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "decoder_input_ids": decoder_input_ids}
+    return t5.logits_fn(params, batch, cfg=cfg)
 
 
-def test_hf_conversion_round_trip_and_strictness(hf_model):
-    hf_state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
-    params = t5.from_hf_state_dict(hf_state, CFG)
-    back = t5.to_hf_state_dict(params, CFG)
-    unused = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
-    assert set(back) == set(hf_state) - {unused}
-    for key, value in back.items():
-        np.testing.assert_array_equal(value, hf_state[key], err_msg=key)
-    with pytest.raises(ValueError, match="unexpected"):
-        t5.from_hf_state_dict({**hf_state, "encoder.block.0.layer.1.DenseReluDense.wi.weight": 0}, CFG)
-    with pytest.raises(ValueError, match="shape"):
-        t5.from_hf_state_dict(hf_state, dataclasses.replace(CFG, d_ff=CFG.d_ff + 1))
-
-
-def test_masking_decoder_causality_and_encoder_padding(hf_params):
-    params = hf_params
+def test_masking_decoder_causality_and_encoder_padding(params):
     batch = _batch()
     mask = batch["input_ids"] != CFG.pad_id
     dec = t5.shift_right(jnp.asarray(batch["labels"]), CFG.decoder_start_id)
-    f = jax.jit(lambda ids, dec: t5.logits_fn(params, ids, mask, dec, cfg=CFG))
+    f = jax.jit(lambda ids, dec: _logits(params, ids, mask, dec, cfg=CFG))
     base = f(batch["input_ids"], dec)
 
     t = 6  # change the decoder input at position t: earlier positions must not move, position t must
@@ -194,7 +128,7 @@ def test_bfloat16_compute_close_to_float32_with_fp32_params(shallow_params):
 
     def run(cfg):
         loss_and_grad = jax.value_and_grad(lambda p: t5.loss_fn(p, batch, None, cfg=cfg, train=True)[0])
-        return jax.jit(lambda p: (*loss_and_grad(p), t5.logits_fn(p, batch["input_ids"], mask, dec, cfg=cfg)))(params)
+        return jax.jit(lambda p: (*loss_and_grad(p), _logits(p, batch["input_ids"], mask, dec, cfg=cfg)))(params)
 
     loss32, g32, logits32 = run(SHALLOW)
     loss16, g16, logits16 = run(dataclasses.replace(SHALLOW, dtype="bfloat16"))
@@ -229,20 +163,22 @@ def test_dropout(shallow_params):
 def test_presets_match_released_t5_v1_1_sizes():
     released = {"small": 76_961_152, "base": 247_577_856, "large": 783_150_080}  # google/t5-v1_1-*
     for name, n in released.items():
-        shapes = jax.eval_shape(lambda: t5.init_params(t5.get_model_config(name), jax.random.key(0)))
+        shapes = jax.eval_shape(functools.partial(t5.init_params, models.make_config("t5", name)), jax.random.key(0))
         assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes)) == n, name
-    assert t5.get_model_config("tiny", vocab_size=100).vocab_size == 100
-    with pytest.raises(KeyError):
-        t5.get_model_config("xxl")
+    assert models.make_config("t5", "tiny", vocab_size=100).vocab_size == 100
+    with pytest.raises(ValueError, match="'xxl' is not a preset of t5"):
+        models.make_config("t5", "xxl")
 
 
 def test_flops_per_token_counts_every_kernel():
     """With equal encoder and decoder lengths, 6 * (all kernel parameters) + the attention term."""
-    cfg = t5.get_model_config("small")
+    cfg = models.make_config("t5", "small")
     shapes = jax.eval_shape(lambda: t5.init_params(cfg, jax.random.key(0)))
     leaves = jax.tree_util.tree_leaves_with_path(shapes)
     kernels = sum(int(np.prod(x.shape)) for path, x in leaves if path[-1].key == "kernel")
     t, inner = 512, cfg.num_heads * cfg.d_kv
     attention = 12 * inner * t * (cfg.num_layers + 2 * cfg.n_decoder_layers)
-    assert t5.flops_per_token(cfg, t) == pytest.approx(6 * kernels + attention)
-    assert t5.flops_per_token(cfg, t, target_len=114) < t5.flops_per_token(cfg, t)
+    assert t5.flops_per_token(cfg, {"input_ids": (B, t)}) == pytest.approx(6 * kernels + attention)
+    assert t5.flops_per_token(cfg, {"input_ids": (B, t), "labels": (B, 114)}) < t5.flops_per_token(
+        cfg, {"input_ids": (B, t)}
+    )

@@ -1,0 +1,67 @@
+"""Hugging Face conversion: ``came_jax.hf.<name>`` beside each model ``came_jax.models.<name>``.
+
+A conversion module defines, side by side (see :data:`INTERFACE`):
+
+* ``config_to_hf(cfg, params=None) -> dict``: the ``config.json`` of the Hugging Face model that equals ours;
+  ``params``, where given, choose between the architectures one ``Config`` can fill (BERT: MLM or classifier);
+* ``config_from_hf(hf_config) -> Config``: the inverse, for configs our model can represent; anything else raises
+  ValueError naming the Hugging Face key;
+* ``to_hf(params, cfg) -> dict[str, np.ndarray]``: the Hugging Face state dict (float32, contiguous; copies
+  Hugging Face re-ties are left out);
+* ``from_hf(state_dict, cfg) -> params``: the inverse, from torch tensors or arrays, checked against ``cfg``.
+
+For every config Hugging Face can express, ``from_hf(to_hf(params, cfg), cfg)`` is ``params`` exactly and
+``config_from_hf(config_to_hf(cfg))`` is ``cfg``; a layout it cannot express raises
+:class:`UnsupportedLayoutError` naming the features (crammed BERT). Writing folders is :mod:`came_jax.export`'s.
+
+>>> from came_jax import hf, models
+>>> cfg = models.make_config("gpt2", "tiny", vocab_size=97)
+>>> gpt2 = hf.get("gpt2")
+>>> gpt2.config_to_hf(cfg)["architectures"]
+['GPT2LMHeadModel']
+>>> gpt2.config_from_hf(gpt2.config_to_hf(cfg)) == cfg
+True
+>>> hf.get("bert").unsupported_features(models.make_config("bert", "tiny"))[0].split(" (")[0]
+'pre-LN blocks with a final LayerNorm'
+>>> hf.get("resnet")
+Traceback (most recent call last):
+  ...
+ValueError: model 'resnet' has no Hugging Face conversion (came_jax/hf/resnet.py; known: bert, gpt2, t5).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from types import ModuleType
+
+from came_jax.hf._common import UnsupportedLayoutError
+
+__all__ = ["INTERFACE", "UnsupportedLayoutError", "get", "names"]
+
+INTERFACE = ("config_to_hf", "config_from_hf", "to_hf", "from_hf")
+
+
+@functools.cache
+def names() -> tuple[str, ...]:
+  """The models with a conversion module here (one that defines the whole :data:`INTERFACE`)."""
+  found = []
+  for info in pkgutil.iter_modules(__path__):
+    if not info.name.startswith("_"):
+      module = importlib.import_module(f"{__name__}.{info.name}")
+      if all(hasattr(module, a) for a in INTERFACE):
+        found.append(info.name)
+  return tuple(sorted(found))
+
+
+def get(model_name: str) -> ModuleType:
+  """The conversion module ``came_jax.hf.<model_name>`` of a model (``config.model.name``).
+
+  Raises:
+    ValueError: naming the model when it has no conversion.
+  """
+  if model_name not in names():
+    raise ValueError(f"model {model_name!r} has no Hugging Face conversion (came_jax/hf/{model_name}.py; known: "
+                     f"{', '.join(names())}).")
+  return importlib.import_module(f"{__name__}.{model_name}")
