@@ -33,6 +33,17 @@ class PackedRows:
       separator: id placed after every document (EOS for causal LM and span corruption, ``[SEP]`` for MLM).
       shuffle_seed: seed of the document order; ``None`` keeps the source order (evaluation).
       pad_id: value of invalid (past-the-end) positions.
+
+    Causal LM rows (``stride = width - 1``) overlap by one token: the last input of a row is the first of the next.
+
+      >>> import numpy as np
+      >>> from came_jax.data.token_cache import TokenizedCorpus
+      >>> corpus = TokenizedCorpus(np.array([7, 8, 9, 10, 11], np.int32), np.array([0, 2, 5]), "k", {})
+      >>> rows = PackedRows(corpus, width=4, stride=3, separator=1, shuffle_seed=None)
+      >>> rows.stream(0, rows.stream_length).tolist()
+      [7, 8, 1, 9, 10, 11, 1]
+      >>> rows.rows(np.arange(rows.num_rows))[0].tolist()
+      [[7, 8, 1, 9], [9, 10, 11, 1]]
     """
 
     def __init__(self, corpus: TokenizedCorpus, *, width: int, stride: int, separator: int,

@@ -9,6 +9,17 @@ bitsandbytes' 8-bit optimizers, at the price of one square root instead of a 256
 Keeping the codes in the parameter's shape, and blocking only along the last axis, means a code array is sharded
 exactly like its parameter, and a scale array like the parameter with its last axis replicated.
 
+Example (blocks of 4 along the last axis: one full block, one padded):
+
+  >>> import jax.numpy as jnp, numpy as np
+  >>> from came_jax.optim import quantization
+  >>> x = jnp.array([[0.5, -0.02, 0.0, 0.001, 2.0, -1.0]])
+  >>> q = quantization.quantize(x, block_size=4)
+  >>> q.codes.dtype, q.codes.tolist(), q.scales.tolist()
+  (dtype('int8'), [[127, -25, 0, 6, 127, -90]], [[0.5, 2.0]])
+  >>> np.round(np.asarray(quantization.dequantize(q, block_size=4), np.float64), 3).tolist()
+  [[0.5, -0.019, 0.0, 0.001, 2.0, -1.004]]
+
 References:
   Dettmers et al, `8-bit Optimizers via Block-wise Quantization <https://arxiv.org/abs/2110.02861>`_, 2022.
 """

@@ -60,18 +60,33 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def hyperparams(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The section of the selected optimizer, e.g. `cfg.came`."""
+  """The section of the selected optimizer, e.g. `cfg.came`.
+
+  >>> cfg = default_config()
+  >>> cfg.name = "adamw"
+  >>> hyperparams(cfg).b2, peak_learning_rate(cfg)
+  (0.98, 0.001)
+  """
   if cfg.name not in OPTIMIZERS:
     raise ValueError(f"config.optimizer.name={cfg.name!r} is not one of {OPTIMIZERS}.")
   return cfg[cfg.name]
 
 
 def peak_learning_rate(cfg: ml_collections.ConfigDict) -> float:
+  """The selected optimizer's `learning_rate`, the peak the schedule scales (see `hyperparams`)."""
   return float(hyperparams(cfg).learning_rate)
 
 
 def decay_mask_fn(kind: str) -> Callable[[Any], Any] | None:
-  """`rank>=2`: decay matrices/embeddings, skip norms and biases; `all`; `none` (returns None)."""
+  """`rank>=2`: decay matrices/embeddings, skip norms and biases; `all`; `none` (returns None).
+
+  >>> import jax.numpy as jnp
+  >>> params = {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2), "scale": jnp.ones(2)}
+  >>> decay_mask_fn("rank>=2")(params)
+  {'bias': False, 'kernel': True, 'scale': False}
+  >>> decay_mask_fn("none") is None
+  True
+  """
   if kind == "rank>=2":
     return lambda params: jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
   if kind == "all":

@@ -6,6 +6,25 @@ with probability equal to the discarded fraction keeps the average unbiased. The
 element's index, the step count and a per-tensor salt: deterministic (a resumed run rounds the same way), free of
 RNG state, and a handful of integer operations that fuse into the surrounding elementwise code.
 
+Example: 1 + 2⁻⁹ lies a quarter of a bf16 step above 1.0. Nearest rounding always gives 1.0; stochastic rounding
+gives the next bf16 value, 1 + 2⁻⁷, about a quarter of the time, so the mean stays at the input:
+
+  >>> import jax, jax.numpy as jnp
+  >>> from came_jax.optim import rounding
+  >>> x = jnp.full((10000,), 1.0 + 2.0**-9, jnp.float32)
+  >>> float(x.astype(jnp.bfloat16)[0])
+  1.0
+  >>> @jax.jit
+  ... def round_at_step(x, count):
+  ...   return rounding.to_bfloat16(x, rounding.random_bits(x.shape, first_index=0, count=count, salt=1))
+  >>> y = round_at_step(x, 0)
+  >>> y.dtype, sorted(set(y.astype(jnp.float32).tolist()))
+  (dtype(bfloat16), [1.0, 1.0078125])
+  >>> round(float(jnp.mean(y == 1.0078125)), 2), round(float(jnp.mean(y.astype(jnp.float32))), 4)
+  (0.25, 1.0019)
+  >>> bool(jnp.all(round_at_step(x, 0) == y)), bool(jnp.all(round_at_step(x, 1) == y))  # same step, same bits
+  (True, False)
+
 References:
   Zamirai et al, `Revisiting BFloat16 Training <https://arxiv.org/abs/2010.06192>`_, 2020.
 """

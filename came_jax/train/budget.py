@@ -19,6 +19,9 @@ _BUDGET_RE = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-z]*)\s*$")
 def parse_budget(budget: str | float | int) -> float:
   """Returns a budget in seconds: `90`, `"90s"`, `"10m"`, `"1.5h"`, `"24h"`, `"1d"`.
 
+  >>> parse_budget("90s"), parse_budget("1.5h"), parse_budget(600)
+  (90.0, 5400.0, 600.0)
+
   Raises:
     ValueError: naming `budget`, for an unparsable or non-positive value.
   """
@@ -35,7 +38,11 @@ def parse_budget(budget: str | float | int) -> float:
 
 
 def format_seconds(seconds: float) -> str:
-  """`3725.2` -> `'1h02m05s'`; short forms under a minute (`'42.3s'`)."""
+  """`3725.2` -> `'1h02m05s'`; short forms under a minute (`'42.3s'`).
+
+  >>> format_seconds(3725.2), format_seconds(125), format_seconds(42.26)
+  ('1h02m05s', '2m05s', '42.3s')
+  """
   seconds = max(0.0, float(seconds))
   if seconds < 60:
     return f"{seconds:.1f}s"
@@ -52,6 +59,17 @@ class BudgetClock:
     budget_s: the budget in seconds.
     elapsed_s: seconds already spent (when resuming from a checkpoint).
     time_fn: a monotonic clock in seconds; tests inject a fake one.
+
+  With a hand-driven clock in place of `time.monotonic`:
+
+  >>> now = [0.0]
+  >>> clock = BudgetClock(100.0, time_fn=lambda: now[0]).start()
+  >>> now[0] = 30.0
+  >>> with clock.paused():  # evaluation: 20 s that do not count
+  ...   now[0] = 50.0
+  >>> now[0] = 60.0
+  >>> clock.elapsed, clock.remaining, clock.fraction, clock.paused_s, clock.exhausted()
+  (40.0, 60.0, 0.4, 20.0, False)
   """
 
   def __init__(self, budget_s: float, elapsed_s: float = 0.0, time_fn: Optional[Callable[[], float]] = None):

@@ -10,6 +10,10 @@ from tiny_configs import load_config, set_dotted
 
 sys.modules.setdefault("came_jax.models.standin", standin)
 
+# Scripts the tests run as subprocesses. Importing one patches the library (a checkpoint save that SIGKILLs the
+# process, gloo collectives), so `--doctest-modules` must not collect them.
+collect_ignore = ["kill_after_checkpoint.py", "multiprocess_worker.py"]
+
 
 @pytest.fixture(scope="session")
 def tiny_config(shared_data, tmp_path_factory):
