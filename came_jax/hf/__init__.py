@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
 from types import ModuleType
 
+from came_jax import _modules
 from came_jax.hf._common import UnsupportedLayoutError
 
 __all__ = ["INTERFACE", "UnsupportedLayoutError", "get", "names"]
@@ -46,13 +46,7 @@ INTERFACE = ("config_to_hf", "config_from_hf", "to_hf", "from_hf")
 @functools.cache
 def names() -> tuple[str, ...]:
   """The models with a conversion module here (one that defines the whole :data:`INTERFACE`)."""
-  found = []
-  for info in pkgutil.iter_modules(__path__):
-    if not info.name.startswith("_"):
-      module = importlib.import_module(f"{__name__}.{info.name}")
-      if all(hasattr(module, a) for a in INTERFACE):
-        found.append(info.name)
-  return tuple(sorted(found))
+  return _modules.with_interface(__name__, __path__, INTERFACE)
 
 
 def get(model_name: str) -> ModuleType:

@@ -31,13 +31,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import pkgutil
 import types
 import typing
 from types import ModuleType
 from typing import Any, Mapping
 
 import ml_collections
+
+from came_jax import _modules
 
 PROTOCOL = ("Config", "CONFIGS", "init_params", "loss_fn", "logits_fn", "flops_per_token", "max_len")
 CLASSIFIER = ("init_classifier_params", "classification_loss_fn", "classifier_logits_fn")
@@ -48,13 +49,7 @@ _SCALARS = (bool, int, float, str)
 @functools.cache
 def names() -> tuple[str, ...]:
   """The model modules in this package (those with the whole :data:`PROTOCOL`)."""
-  found = []
-  for info in pkgutil.iter_modules(__path__):
-    if not info.name.startswith("_"):
-      module = importlib.import_module(f"{__name__}.{info.name}")
-      if all(hasattr(module, a) for a in PROTOCOL):
-        found.append(info.name)
-  return tuple(sorted(found))
+  return _modules.with_interface(__name__, __path__, PROTOCOL)
 
 
 def get(name: str) -> ModuleType:
