@@ -51,7 +51,7 @@ def variants() -> ml_collections.ConfigDict:
 
 def comparison(name: str, pretrain: ml_collections.ConfigDict, *, learning_rates: dict, batch_sizes: tuple,
                steps: int, memory_model: str, seeds: tuple = (0, 1, 2)) -> ml_collections.ConfigDict:
-  """The comparison config: `pretrain` and the fields `experiments/compare_optimizers.py` reads."""
+  """The comparison config: `pretrain` and the fields `came_jax.compare.pretraining` reads."""
   c = ml_collections.ConfigDict()
   c.name = name
   c.pretrain = pretrain
@@ -66,6 +66,6 @@ def comparison(name: str, pretrain: ml_collections.ConfigDict, *, learning_rates
   # `extend` rates past an end while the best rate sits there; eval_every_steps: held-out evaluations during a
   # sweep run (0: only the final one, which picks the rate).
   c.sweep = ml_collections.ConfigDict(dict(steps=steps, seed=100, extend=2, eval_every_steps=0))
-  c.memory_model = memory_model  # experiments/model_shapes.py name for the memory chart
+  c.memory_model = memory_model  # a came_jax.bench.shapes.MODELS name, for the memory chart
   c.keep_checkpoints = False  # each run's final checkpoint is deleted once its record is written
   return c

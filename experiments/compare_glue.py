@@ -4,11 +4,10 @@ r"""Optimizers compared at fine-tuning: every optimizer at every rate of its gri
       [--out experiments/results/compare_glue]
 
 For each optimizer of `config.optimizers` (a registry name or a label of `config.variants`, as in
-`experiments/compare_optimizers.py`) and each rate of `config.learning_rates.<optimizer>`:
-`came_jax.glue.finetune.finetune_and_evaluate(config.glue, WORKDIR/<optimizer>/lr<rate>)`, every task and seed of
-`config.glue`. Finished (task, seed) runs are reused by the fine-tuning code itself, so an interrupted comparison
-resumes where it stopped. Per task and optimizer, the rate with the best median headline dev score over seeds is
-kept; a rate at an end of its grid is flagged.
+`experiments/compare_optimizers.py`) and each rate of `config.learning_rates.<optimizer>`: every task and seed of
+`config.glue`, fine-tuned in WORKDIR/<optimizer>/lr<rate>. Finished (task, seed) runs are reused, so an
+interrupted comparison resumes where it stopped. Per task and optimizer, the rate with the best median headline
+dev score over seeds is kept; a rate at an end of its grid is flagged (`came_jax.compare.glue`).
 
 Results in `--out` (default `experiments/results/<config.name>`): `summary.json` (every rate's medians, per-seed
 scores and fine-tuning train losses, the kept rates) and `results.md` (cramming's table per optimizer at its kept
@@ -17,153 +16,30 @@ rates, with [min, max] over seeds and the train loss, then the whole sweep).
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import pathlib
 import sys
-import time
-from typing import Any, Optional
 
-import ml_collections
-import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
 
-from came_jax.glue import finetune
-from came_jax.glue import report
-from experiments import compare_optimizers
+from came_jax.compare import glue
 
-log = logging.getLogger(__name__)
-
-
-def glue_config(config: ml_collections.ConfigDict, optimizer: str, learning_rate: float) -> ml_collections.ConfigDict:
-  """`config.glue` fine-tuning with `optimizer` at `learning_rate`."""
-  c = copy.deepcopy(config.glue)
-  c.optimizer = compare_optimizers.optimizer_config(config.glue.optimizer, config.variants, optimizer)
-  c.optimizer[c.optimizer.name].learning_rate = float(learning_rate)
-  return c
-
-
-def _headline(result: dict[str, Any]) -> tuple[str, str]:
-  """(dev set, metric) of a task's headline score."""
-  return next(iter(result["headline"])), result["headline_metric"]
-
-
-def task_scores(result: dict[str, Any]) -> Optional[dict[str, Any]]:
-  """One task's headline dev score (median and per seed) and fine-tuning train loss; None if it did not run."""
-  if result.get("status") != "ok":
-    return None
-  dev_set, metric = _headline(result)
-  per_seed = [d[dev_set][metric] for d in result["per_seed"].values()]
-  losses = [v for v in result.get("train_loss", {}).values() if v is not None]
-  return {"metric": metric, "median": result["headline"][dev_set], "per_seed": per_seed,
-          "min": float(np.min(per_seed)), "max": float(np.max(per_seed)),
-          "train_loss": float(np.median(losses)) if losses else None, "num_train": result["num_train"]}
-
-
-def choose(sweep: dict[float, dict[str, Any]]) -> dict[str, Any]:
-  """The rate with the best median score (ties: the smaller rate), flagged when at an end of the grid."""
-  ok = {lr: s for lr, s in sweep.items() if s is not None and np.isfinite(s["median"])}
-  if not ok:
-    return {"learning_rate": None, "at_grid_edge": None}
-  best = min(ok, key=lambda lr: (-ok[lr]["median"], lr))
-  grid = sorted(sweep)
-  edge = "lowest" if len(grid) > 1 and best == grid[0] else "highest" if len(grid) > 1 and best == grid[-1] else None
-  return {"learning_rate": best, "at_grid_edge": edge, **ok[best]}
-
-
-def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,
-                   command: str = "") -> dict[str, Any]:
-  """Fine-tunes every (optimizer, rate), keeps the best rate per task; writes and returns the summary."""
-  compare_optimizers.check_optimizers(config)  # (a bad GLUE setting fails in the first run, before training)
-  t_start = time.perf_counter()
-  root, out = pathlib.Path(workdir), pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  sweep: dict[str, dict[str, dict[float, Any]]] = {}  # optimizer -> task -> rate -> scores
-  model = None
-  for opt in config.optimizers:
-    for lr in config.learning_rates[opt]:
-      lr = float(lr)
-      summary = finetune.finetune_and_evaluate(glue_config(config, opt, lr), str(root / opt / f"lr{lr:g}"))
-      model = summary["model"]
-      for task, result in summary["tasks"].items():
-        sweep.setdefault(opt, {}).setdefault(task, {})[lr] = task_scores(result)
-      log.info("%s lr %g: %s", opt, lr, report.markdown_table(summary).splitlines()[-1])
-  chosen = {opt: {task: choose(rates) for task, rates in tasks.items()} for opt, tasks in sweep.items()}
-  summary = {"name": config.name, "command": command, "model": model, "seeds": list(config.glue.seeds),
-             "tasks": list(config.glue.tasks), "optimizers": list(config.optimizers),
-             "chosen": chosen, "sweep": {o: {t: {f"{lr:g}": s for lr, s in r.items()} for t, r in ts.items()}
-                                         for o, ts in sweep.items()},
-             "wall_s": time.perf_counter() - t_start, "config": json.loads(config.to_json_best_effort())}
-  report.write_json(out / "summary.json", summary)
-  (out / "results.md").write_text(results_markdown(summary))
-  log.info("Done in %.0f s; results in %s", summary["wall_s"], out)
-  return summary
-
-
-def _pct(x) -> str:
-  return "–" if x is None else f"{100 * x:.1f}"
-
-
-def results_markdown(summary: dict[str, Any]) -> str:
-  """The kept-rate table (median [min, max] over seeds, x100; train loss), the average, then the whole sweep."""
-  tasks, opts, chosen = summary["tasks"], summary["optimizers"], summary["chosen"]
-  glue = summary["config"]["glue"]
-  lines = [f"Model: {summary['model']}. Dev sets, median over seeds {summary['seeds']} [min, max], x100 "
-           "(Matthews correlation for CoLA, Spearman for STS-B, F1 for MRPC, accuracy otherwise); each optimizer "
-           "at the rate with the best median per task (in the cell, with an arrow when at an end of its grid); "
-           f"train loss: the fine-tuning loss over the last 10% of the steps (median over seeds). Sequence "
-           f"{glue['max_len']}, {glue['epochs']} epochs of batch {glue['batch_size']}, at most "
-           f"{glue['max_train_examples'] or 'all'} training examples per task.", ""]
-  sizes = {t: next((chosen[o][t].get("num_train") for o in opts if chosen[o].get(t, {}).get("num_train")), None)
-           for t in tasks}
-  lines += ["| optimizer | " + " | ".join(f"{t} ({sizes[t]} train)" for t in tasks) + " | Avg |",
-            "|:---|" + "---:|" * (len(tasks) + 1)]
-  for opt in opts:
-    cells, medians = [], []
-    for t in tasks:
-      c = chosen[opt].get(t, {})
-      if c.get("learning_rate") is None:
-        cells.append("–")
-        continue
-      medians.append(c["median"])
-      arrow = {"lowest": "↓", "highest": "↑"}.get(c["at_grid_edge"], "")
-      loss = f", loss {c['train_loss']:.3f}" if c.get("train_loss") is not None else ""
-      cells.append(f"{_pct(c['median'])} [{_pct(c['min'])}, {_pct(c['max'])}] (lr {c['learning_rate']:g}{arrow}"
-                   f"{loss})")
-    avg = _pct(float(np.mean(medians))) if len(medians) == len(tasks) else "–"
-    lines.append(f"| {opt} | " + " | ".join(cells) + f" | {avg} |")
-  lines += ["", "Every rate: median dev score x100 (train loss).", "",
-            "| optimizer | lr | " + " | ".join(tasks) + " |", "|:---|---:|" + "---:|" * len(tasks)]
-  for opt in opts:
-    for lr in sorted(float(x) for x in summary["config"]["learning_rates"][opt]):
-      cells = []
-      for t in tasks:
-        s = summary["sweep"][opt].get(t, {}).get(f"{lr:g}")
-        cells.append("–" if s is None else f"{_pct(s['median'])}" + (
-            f" ({s['train_loss']:.3f})" if s.get("train_loss") is not None else ""))
-      lines.append(f"| {opt} | {lr:g} | " + " | ".join(cells) + " |")
-  lines += ["", f"Wall time: {summary['wall_s'] / 60:.1f} min for this invocation."]
-  return "\n".join(lines) + "\n"
+FLAGS = flags.FLAGS
 
 
 def main(argv) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   del argv
-  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   logging.getLogger().setLevel(logging.WARNING)
-  for name in (__name__, "came_jax.glue"):
+  for name in ("came_jax.compare", "came_jax.glue"):
     logging.getLogger(name).setLevel(logging.INFO)
   config = FLAGS.config
   out = FLAGS.out or str(pathlib.Path("experiments") / "results" / config.name)
-  run_comparison(config, FLAGS.workdir, out, command="python -m experiments.compare_glue " + " ".join(sys.argv[1:]))
+  command = "python -m experiments.compare_glue " + " ".join(sys.argv[1:])
+  glue.run_comparison(config, FLAGS.workdir, out, command=command)
 
 
 if __name__ == "__main__":
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
   config_flags.DEFINE_config_file("config", None, "configs/compare_glue.py.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for the fine-tuning runs (one folder per optimizer and rate).")
   flags.DEFINE_string("out", "", "Results folder; default experiments/results/<config.name>.")

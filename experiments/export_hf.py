@@ -1,4 +1,4 @@
-r"""Exports a pretraining run to a Hugging Face folder: the only place flags are defined.
+r"""Exports a pretraining run to a Hugging Face folder.
 
   python -m experiments.export_hf --workdir RUN_DIR --out HF_DIR [--step N]
 

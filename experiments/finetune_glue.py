@@ -1,4 +1,4 @@
-r"""Fine-tunes a pretrained BERT on GLUE and writes results and submission files: the only place flags are defined.
+r"""Fine-tunes a pretrained BERT on GLUE and writes results and submission files.
 
   python -m experiments.finetune_glue --config configs/glue.py --config.pretrained=RUN_DIR --workdir OUT \
       [--config.optimizer.name=came] [--config.tasks='("RTE","CoLA")'] [--config.seeds='(0,)']

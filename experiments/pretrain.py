@@ -1,4 +1,4 @@
-r"""Pretrains BERT (crammed), GPT-2 or T5 for a time budget: the only place flags are defined.
+r"""Pretrains BERT (crammed), GPT-2 or T5 for a time budget.
 
   python -m experiments.pretrain --config configs/bert_cramming.py --workdir runs/bert \
       [--config.budget=10m] [--config.optimizer.name=adamw] [--config.max_steps=N]

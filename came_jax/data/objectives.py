@@ -12,11 +12,15 @@ Batches (B = batch size):
 * ``CausalLM``: ``input_ids``, ``labels`` (next token), ``weights`` [B,T].
 * ``SpanCorruption``: ``input_ids`` [B,Ti]; ``labels`` [B,To] (sentinel 0, span 0, sentinel 1, span 1, ..., EOS;
   0-padded) and ``weights`` [B,To].
+
+``targets`` gives the predicted ids and their weights of a batch of any of them; ``unigram_log_probs`` and
+``cross_entropy`` score the best prediction that ignores the input (the targets' frequencies).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -275,3 +279,52 @@ def make_objective(name: str, tokenizer, seq_len: int, *, mlm_rate: float = 0.15
                               noise_density=noise_density, mean_span_length=mean_span_length,
                               pad_id=tokenizer.pad_id)
     raise ValueError(f"objective={name!r} is not one of 'mlm', 'causal', 'span'")
+
+
+# ------------------------------------------------------------------------------------------------ targets
+def targets(batch: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The token ids a batch of any objective here asks to predict, and their loss weights.
+
+    ``MaskedLM``: ``mlm_labels`` and ``mlm_weights`` (the masked positions only); ``CausalLM`` and
+    ``SpanCorruption``: ``labels`` and ``weights``.
+
+    >>> batch = CausalLM(seq_len=3, eos_id=1)(np.array([[7, 8, 9, 1]]), np.ones((1, 4), bool), None)
+    >>> ids, weights = targets(batch)
+    >>> ids.tolist(), weights.tolist()
+    ([[8, 9, 1]], [[1.0, 1.0, 1.0]])
+    """
+    if "mlm_labels" in batch:
+        return batch["mlm_labels"], batch["mlm_weights"]
+    return batch["labels"], batch["weights"]
+
+
+def unigram_log_probs(batches: Iterable[Mapping[str, np.ndarray]], vocab_size: int) -> np.ndarray:
+    """Log-frequencies ``[vocab_size]`` of the weighted targets of ``batches``, add-one smoothed.
+
+    The best prediction that ignores the input: a model near its loss has learnt which tokens are common, not yet
+    how to use their context.
+
+    >>> batch = {"labels": np.array([[2, 2, 3]]), "weights": np.array([[1.0, 1.0, 0.0]])}
+    >>> np.exp(unigram_log_probs([batch], vocab_size=4)).round(3).tolist()  # counts 1 + (0, 0, 2, 0)
+    [0.167, 0.167, 0.5, 0.167]
+    """
+    counts = np.ones(vocab_size)
+    for batch in batches:
+        ids, weights = targets(batch)
+        np.add.at(counts, ids.ravel(), weights.ravel())
+    return np.log(counts / counts.sum())
+
+
+def cross_entropy(log_probs: np.ndarray, batches: Iterable[Mapping[str, np.ndarray]]) -> float:
+    """Weighted mean negative log-probability of the targets of ``batches`` under fixed per-id ``log_probs``.
+
+    >>> batch = {"labels": np.array([[0, 1]]), "weights": np.array([[1.0, 1.0]])}
+    >>> round(cross_entropy(np.log([0.5, 0.25, 0.25]), [batch]), 4)  # (ln 2 + ln 4) / 2
+    1.0397
+    """
+    nll = total = 0.0
+    for batch in batches:
+        ids, weights = targets(batch)
+        nll -= float((log_probs[ids] * weights).sum())
+        total += float(weights.sum())
+    return nll / total

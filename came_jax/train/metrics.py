@@ -1,8 +1,9 @@
-"""Training metrics: MFU from a peak-FLOPs table, a JSONL + TensorBoard writer, the progress line.
+"""Training metrics: MFU from a peak-FLOPs table, a JSONL + TensorBoard writer and its reader, the progress line.
 
 TensorBoard goes through `tensorboardX`: a small, maintained, pure-Python writer of standard event files that
 needs neither TensorFlow (which `flax.metrics.tensorboard` imports) nor clu (which is not installed here and
-pulls TensorFlow too). `WORKDIR/metrics.jsonl` carries the same rows, one JSON object per log step.
+pulls TensorFlow too). `WORKDIR/metrics.jsonl` carries the same rows, one JSON object per log step; `read_rows`
+reads them back.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import math
 import os
+import pathlib
 import re
 import threading
 from typing import Any, Optional
@@ -116,6 +118,39 @@ class MetricWriter:
     self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def read_rows(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+  """The rows a `MetricWriter` wrote to `WORKDIR/metrics.jsonl`, in order, each with its `split`.
+
+  Rows of runs from before the writer recorded `split` get one back: a row with `tokens_per_sec` is a training
+  row (`"train"`), any other a held-out one (`"heldout"`).
+
+  Args:
+    workdir: the run directory (`train_and_evaluate`'s `workdir`).
+
+  Returns:
+    One dict per line: `step`, `split` and the logged scalars (`loss`, `learning_rate`, `elapsed_s`, ...).
+
+  Raises:
+    FileNotFoundError: when the run has not logged anything yet.
+
+  Example:
+    >>> import tempfile
+    >>> workdir = tempfile.mkdtemp()
+    >>> writer = MetricWriter(workdir, tensorboard=False)
+    >>> writer.write(10, {"loss": 2.5, "tokens_per_sec": 1e4})
+    >>> writer.write(10, {"loss": 2.75}, prefix="heldout")
+    >>> writer.close()
+    >>> [(r["step"], r["split"], r["loss"]) for r in read_rows(workdir)]
+    [(10, 'train', 2.5), (10, 'heldout', 2.75)]
+  """
+  rows = []
+  for line in pathlib.Path(workdir, "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    row.setdefault("split", "train" if "tokens_per_sec" in row else "heldout")
+    rows.append(row)
+  return rows
 
 
 class NullWriter:

@@ -1,25 +1,25 @@
-"""experiments/compare_glue.py on configs/compare_glue.py, shrunk to seconds (real GLUE rows, a 2-step backbone)."""
+"""came_jax.compare.glue on configs/compare_glue.py, shrunk to seconds (real GLUE rows, a 2-step backbone)."""
 
 import json
-import os
+import pathlib
 
 import numpy as np
 import pytest
 
 from came_jax import config_files
-from experiments import compare_glue
+from came_jax.compare import glue
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def comparison(pretrained_run, shared_data, tmp_path_factory):
-  config = config_files.load(os.path.join(REPO, "configs", "compare_glue.py"))
+  config = config_files.load(REPO / "configs" / "compare_glue.py")
   config.glue.update(dict(pretrained=str(pretrained_run), tasks=("RTE", "STS-B"), data_dir=str(shared_data / "glue"),
                           max_train_examples=32, max_eval_examples=60, max_steps=4, seeds=(0, 1)))
   config.learning_rates.update(dict(came=(1e-4, 1e-2), came_bc=(1e-3,), adamw=(1e-3,)))
   tmp = tmp_path_factory.mktemp("compare_glue")
-  summary = compare_glue.run_comparison(config, str(tmp / "work"), str(tmp / "out"), command="test")
+  summary = glue.run_comparison(config, str(tmp / "work"), str(tmp / "out"), command="test")
   return tmp, summary
 
 
@@ -55,8 +55,14 @@ def test_keeps_the_rate_with_the_best_median_and_writes_the_tables(comparison):
 
 
 def test_unknown_optimizer_is_refused_before_any_run(tmp_path):
-  config = config_files.load(os.path.join(REPO, "configs", "compare_glue.py"))
+  config = config_files.load(REPO / "configs" / "compare_glue.py")
   config.optimizers = ("sgd",)
   with pytest.raises(ValueError, match="config.optimizers: 'sgd'"):
-    compare_glue.run_comparison(config, str(tmp_path / "work"), str(tmp_path / "out"))
+    glue.run_comparison(config, str(tmp_path / "work"), str(tmp_path / "out"))
   assert not (tmp_path / "work").exists()
+
+
+def test_choose_skips_failed_and_non_finite_rates():
+  assert glue.choose({1e-3: None, 1e-2: {"median": float("nan")}}) == {"learning_rate": None, "at_grid_edge": None}
+  chosen = glue.choose({1e-4: {"median": 0.5}, 1e-3: {"median": 0.5}, 1e-2: None})
+  assert chosen["learning_rate"] == 1e-4 and chosen["at_grid_edge"] == "lowest"  # ties: the smaller rate

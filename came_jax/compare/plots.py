@@ -1,23 +1,30 @@
-"""The figures of `experiments/compare_optimizers.py`: curves with a seed band, the sweep, memory, batch sizes.
+"""The pretraining comparison's figures: curves with a seed band, the sweep, memory, batch sizes.
 
 Every function takes the comparison's records (one per run, with their `curves` rows) or its summary and writes one
 PNG. Curves are drawn for the full runs: the line is the mean over seeds, the band spans their min and max.
+matplotlib (its Agg backend) is imported when a figure is drawn, not with this module.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Optional
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np
 
 COLORS = {"came": "tab:red", "came_bc": "tab:orange", "adamw": "tab:blue", "adafactor": "tab:green"}
 LABELS = {"came": "CAME", "came_bc": "CAME (bias-corrected)", "adamw": "AdamW", "adafactor": "Adafactor"}
 SMOOTH = 5  # training losses: trailing mean over this many logged points
+
+
+def _pyplot():
+  """matplotlib.pyplot on the Agg backend (files only)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  return plt
 
 
 def _color(opt: str) -> str:
@@ -29,6 +36,11 @@ def _label(opt: str) -> str:
 
 
 def _smooth(y: np.ndarray, n: int) -> np.ndarray:
+  """Trailing mean over (up to) `n` points.
+
+  >>> _smooth(np.array([1.0, 3.0, 5.0]), 2).tolist()
+  [1.0, 2.0, 4.0]
+  """
   c = np.cumsum(np.insert(y, 0, 0.0))
   out = np.empty_like(y)
   for i in range(len(y)):
@@ -37,8 +49,16 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
   return out
 
 
-def seed_band(runs: list[dict[str, Any]], split: str, key: str, x: str = "step", smooth: int = 1):
-  """(x, mean, min, max) over seeds of `key` at the steps every run logged; x = mean of `x` over seeds."""
+def seed_band(runs: list[dict[str, Any]], split: str, key: str, x: str = "step",
+              smooth: int = 1) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+  """(x, mean, min, max) over seeds of `key` at the steps every run logged; x = mean of `x` over seeds.
+
+  None when the runs share no logged step.
+
+  >>> run = lambda losses: {"curves": [{"split": "train", "step": s, "loss": v} for s, v in zip((10, 20), losses)]}
+  >>> [a.tolist() for a in seed_band([run((3.0, 2.0)), run((5.0, 4.0))], "train", "loss")]
+  [[10.0, 20.0], [4.0, 3.0], [3.0, 2.0], [5.0, 4.0]]
+  """
   per_run = []
   for r in runs:
     rows = [row for row in r["curves"] if row["split"] == split and row.get(key) is not None]
@@ -64,6 +84,8 @@ def _panels(objective: str) -> list[tuple[str, str, str, int]]:
 
 
 def _save_curves(fig, summary: dict[str, Any], path: pathlib.Path) -> None:
+  """Titles, lays out, writes and closes a curve figure."""
+  plt = _pyplot()
   fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
                fontsize=10)
   fig.tight_layout()
@@ -86,6 +108,7 @@ def _plot_bands(ax, summary, records, batch_size: int, split: str, key: str, x: 
 
 def plot_curves(summary: dict[str, Any], records: list[dict[str, Any]], path: pathlib.Path, x: str = "step"):
   """One row per batch size; columns: train loss, held-out loss, (MLM accuracy | perplexity)."""
+  plt = _pyplot()
   batches = summary["batch_sizes"]
   cols = _panels(summary["objective"])
   fig, axes = plt.subplots(len(batches), len(cols), figsize=(4.6 * len(cols), 3.6 * len(batches)), squeeze=False)
@@ -109,6 +132,7 @@ def plot_curves(summary: dict[str, Any], records: list[dict[str, Any]], path: pa
 
 def plot_log_steps(summary: dict[str, Any], records: list[dict[str, Any]], path: pathlib.Path):
   """Train and held-out loss against the step on a log axis (a crossing early or late shows), per batch size."""
+  plt = _pyplot()
   batches = summary["batch_sizes"]
   cols = [("train", "training loss", SMOOTH), ("heldout", "held-out loss", 1)]
   fig, axes = plt.subplots(len(batches), 2, figsize=(10, 3.8 * len(batches)), squeeze=False)
@@ -141,6 +165,8 @@ def _zoom(ax) -> None:
 
 
 def plot_sweep(summary: dict[str, Any], records: list[dict[str, Any]], path: pathlib.Path):
+  """Held-out loss against the rate of every sweep run, per batch size (star: the kept rate)."""
+  plt = _pyplot()
   batches, opts = summary["batch_sizes"], summary["config"]["optimizers"]
   fig, axes = plt.subplots(1, len(batches), figsize=(4.8 * len(batches), 3.6), squeeze=False)
   for ax, b in zip(axes[0], batches):
@@ -168,6 +194,7 @@ def plot_sweep(summary: dict[str, Any], records: list[dict[str, Any]], path: pat
 
 def plot_memory(summary: dict[str, Any], path: pathlib.Path):
   """Left: the compared model's optimizer state; right: params + grads + state of the reference model."""
+  plt = _pyplot()
   mem = summary["memory"]
   fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
   names = list(mem["state_bytes"])
@@ -194,6 +221,7 @@ def plot_memory(summary: dict[str, Any], path: pathlib.Path):
 
 def plot_batch_sizes(summary: dict[str, Any], path: pathlib.Path):
   """Final held-out loss per optimizer at each batch size (bars: mean over seeds, whiskers: min-max)."""
+  plt = _pyplot()
   batches, opts = summary["batch_sizes"], summary["config"]["optimizers"]
   fig, ax = plt.subplots(figsize=(6, 3.8))
   width = 0.8 / len(batches)
@@ -224,6 +252,7 @@ def plot_batch_sizes(summary: dict[str, Any], path: pathlib.Path):
 
 
 def plot_all(summary: dict[str, Any], records: list[dict[str, Any]], out: pathlib.Path) -> list[pathlib.Path]:
+  """Every figure of the comparison in `out`; returns their paths."""
   paths = [out / "curves_step.png", out / "curves_time.png", out / "curves_log_step.png", out / "memory.png"]
   plot_curves(summary, records, paths[0], x="step")
   plot_curves(summary, records, paths[1], x="elapsed_s")
