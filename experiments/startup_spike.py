@@ -14,7 +14,6 @@ import argparse
 
 from came_jax.bench import startup_spike
 
-ratios = startup_spike.ratios  # tests/optim/test_came.py reads it here; the package's is the one to use
 
 
 def main() -> None:

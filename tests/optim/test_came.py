@@ -9,8 +9,8 @@ import optax
 import pytest
 
 import came_jax
+from came_jax.bench import startup_spike
 from came_jax.optim import quantization
-from experiments import startup_spike
 
 
 def assert_trees_all_close(a, b, rtol=1e-6, atol=0.0):
@@ -255,7 +255,7 @@ def test_weight_decay_mask():
 
 @pytest.mark.parametrize("chunk_bytes", [None, 2048])  # 2048: blocks of 8 rows
 def test_bias_corrected_update_is_on_adams_scale_from_the_first_step(chunk_bytes):
-  """Fed the same small noisy gradients as optax.adam(b1=0.9, b2=0.999) (experiments/startup_spike.py)."""
+  """Fed the same small noisy gradients as optax.adam(b1=0.9, b2=0.999) (came_jax/bench/startup_spike.py)."""
   ratios = startup_spike.ratios([1, 10, 100, 300], chunk_bytes=chunk_bytes)["came_bc"]
   for t, r in ratios.items():
     for leaf, ratio in r.items():
@@ -341,7 +341,7 @@ def test_chunked_matrices_match_whole_matrices(momentum_dtype, bias_correction):
   whole = came_jax.came(1e-2, **kwargs, chunk_bytes=None)
   chunked = came_jax.came(1e-2, **kwargs, chunk_bytes=4096)
   s1, s2 = whole.init(params), chunked.init(params)
-  for t in range(5):
+  for _ in range(5):
     grads = {"w": jnp.asarray(rng.normal(size=(96, 64)), jnp.float32)}
     u1, s1 = jax.jit(whole.update)(grads, s1, params)
     u2, s2 = jax.jit(chunked.update)(grads, s2, params)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import standin  # tests/train/standin.py
-from tiny_configs import load_config, set_dotted
+from tests.train import standin
+from tests.train.tiny_configs import load_config, set_dotted
 
 sys.modules.setdefault("came_jax.models.standin", standin)
 

@@ -10,13 +10,13 @@ import sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"  # before jax is imported
 os.environ["JAX_PLATFORMS"] = "cpu"
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+sys.path.insert(0, str(HERE.parents[1]))
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 from absl import app  # noqa: E402
 
-import standin  # noqa: E402
 from experiments import pretrain  # noqa: E402
+from tests.train import standin  # noqa: E402
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 sys.modules["came_jax.models.standin"] = standin

@@ -1,6 +1,7 @@
 """A stand-in model with the model protocol of `came_jax.models` (Config, CONFIGS, init_params, loss_fn,
-logits_fn, flops_per_token, max_len): a bigram causal LM (embedding -> norm scale -> tied-free output matrix) that compiles in
-well under a second, so loop tests spend their time on the loop. Registered as `came_jax.models.standin`."""
+logits_fn, flops_per_token, max_len): a bigram causal LM (embedding -> norm scale -> tied-free output matrix) that
+compiles in well under a second, so loop tests spend their time on the loop. Registered as
+`came_jax.models.standin`."""
 
 import dataclasses
 from typing import Mapping

@@ -12,8 +12,9 @@ from ml_collections import config_flags
 
 from came_jax import models
 from came_jax.optim import registry
-from came_jax.train import budget, step as step_lib, validation
-from tiny_configs import REPO, load_config
+from came_jax.train import budget, validation
+from came_jax.train import step as step_lib
+from tests.train.tiny_configs import REPO, load_config
 
 RECIPES = ("bert_cramming", "gpt2", "t5")
 

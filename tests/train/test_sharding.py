@@ -21,7 +21,7 @@ from came_jax.train import input_pipeline
 from came_jax.train import sharding
 from came_jax.train import step as step_lib
 from came_jax.train import trainer
-from tiny_configs import REPO, load_config
+from tests.train.tiny_configs import REPO, load_config
 
 MESHES = {"one": (1, 1), "dp": (8, 1), "fsdp": (1, 8), "dp_fsdp": (2, 4)}
 

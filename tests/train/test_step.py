@@ -10,7 +10,7 @@ import pytest
 
 from came_jax.optim import registry
 from came_jax.train import step as step_lib
-import standin
+from tests.train import standin
 
 CFG = dataclasses.replace(standin.CONFIGS["tiny"], vocab_size=64, hidden_dim=8)
 

@@ -1,6 +1,6 @@
 """The loop on the stand-in model (fast to compile): budget stop with a fake clock, time-driven schedules,
-non-finite streaks, refusal of an incompatible workdir, config validation. (Kill-and-resume is tested with
-the real GPT-2 in test_pretrain_models.py.)"""
+non-finite streaks, config validation. (Kill-and-resume is tested with the real GPT-2 in test_trainer_models.py,
+refusal of an incompatible workdir in test_checkpoint.py.)"""
 
 import json
 import logging
@@ -17,8 +17,8 @@ import pytest
 from came_jax.train import checkpoint as ckpt_lib
 from came_jax.train import metrics as metrics_lib
 from came_jax.train import trainer
-from tiny_configs import REPO
-import standin
+from tests.train import standin
+from tests.train.tiny_configs import REPO
 
 
 def _rows(workdir):
@@ -109,18 +109,6 @@ def test_nonfinite_streak_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_
   assert len({r["param_norm"] for r in rows}) == 1
   assert ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == 4
   jax.tree.map(np.testing.assert_array_equal, good, _params(tmp_path, 4))
-
-
-def test_incompatible_workdir_is_refused(tiny_config, tmp_path):
-  trainer.train_and_evaluate(tiny_config("standin", max_steps=2), str(tmp_path))
-  before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-  other = tiny_config("standin", max_steps=2, **{"optimizer.name": "adamw"})
-  with pytest.raises(ckpt_lib.IncompatibleWorkdirError, match=r"optimizer\.name: 'came' -> 'adamw'"):
-    trainer.train_and_evaluate(other, str(tmp_path))
-  other = tiny_config("standin", max_steps=2, **{"data.seq_len": 64})
-  with pytest.raises(ckpt_lib.IncompatibleWorkdirError, match=r"data\.seq_len"):
-    trainer.train_and_evaluate(other, str(tmp_path))
-  assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
 
 
 @pytest.mark.parametrize("key,value,message", [

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from came_jax.train import trainer
-from tiny_configs import REPO
+from tests.train.tiny_configs import REPO
 
 
 def _train_rows(workdir):
