@@ -43,77 +43,97 @@ UnsupportedLayoutError = hf.UnsupportedLayoutError  # what callers of export cat
 
 
 def save_tokenizer(tokenizer: tokenizer_lib.Tokenizer, out_dir: str | pathlib.Path, *, max_len: int | None) -> None:
-    """``tokenizer.model`` + ``tokenizer_config.json`` (``SentencePieceBackend``, our special ids, sentinels).
+  """``tokenizer.model`` + ``tokenizer_config.json`` (``SentencePieceBackend``, our special ids, sentinels).
 
-    ``Tokenizer.load(out_dir / "tokenizer.model")`` reads it back (with the default 100 sentinels; the count is
-    also recorded under ``came_jax`` in ``tokenizer_config.json``).
-    """
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:  # Tokenizer.save writes tokenizer.model (+ our tokenizer.json)
-        (out / "tokenizer.model").write_bytes((tokenizer.save(tmp) / "tokenizer.model").read_bytes())
+  ``Tokenizer.load(out_dir / "tokenizer.model")`` reads it back (with the default 100 sentinels; the count is
+  also recorded under ``came_jax`` in ``tokenizer_config.json``).
+  """
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:  # Tokenizer.save writes tokenizer.model (+ our tokenizer.json)
+    (out / "tokenizer.model").write_bytes((tokenizer.save(tmp) / "tokenizer.model").read_bytes())
 
-    def token(content):
-        return {"content": content, "special": True, "lstrip": False, "rstrip": False, "normalized": False,
-                "single_word": False}
-
-    specials = {tokenizer_lib.PAD_ID: "<pad>", tokenizer_lib.EOS_ID: "</s>", tokenizer_lib.UNK_ID: "<unk>",
-                tokenizer_lib.CLS_ID: "[CLS]", tokenizer_lib.SEP_ID: "[SEP]", tokenizer_lib.MASK_ID: "[MASK]"}
-    added = {str(i): token(p) for i, p in specials.items()}
-    # Sentinels are appended after the SentencePiece pieces, <extra_id_{S-1}> first, so <extra_id_i> = V - 1 - i.
-    for i in reversed(range(tokenizer.num_sentinels)):
-        added[str(tokenizer.sentinel_id(i))] = token(f"<extra_id_{i}>")
-    config = {
-        "tokenizer_class": "SentencePieceBackend",
-        "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>", "cls_token": "[CLS]",
-        "sep_token": "[SEP]", "mask_token": "[MASK]",
-        "added_tokens_decoder": added,
-        "came_jax": {"vocab_size": tokenizer.vocab_size, "num_sentinels": tokenizer.num_sentinels,
-                     "lowercase": tokenizer.lowercase, "fingerprint": tokenizer.fingerprint,
-                     "ids": {v: k for k, v in specials.items()},
-                     "sentinel_id": "vocab_size - 1 - i for <extra_id_i>"},
+  def token(content):
+    return {
+      "content": content,
+      "special": True,
+      "lstrip": False,
+      "rstrip": False,
+      "normalized": False,
+      "single_word": False,
     }
-    if max_len:
-        config["model_max_length"] = max_len
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+  specials = {
+    tokenizer_lib.PAD_ID: "<pad>",
+    tokenizer_lib.EOS_ID: "</s>",
+    tokenizer_lib.UNK_ID: "<unk>",
+    tokenizer_lib.CLS_ID: "[CLS]",
+    tokenizer_lib.SEP_ID: "[SEP]",
+    tokenizer_lib.MASK_ID: "[MASK]",
+  }
+  added = {str(i): token(p) for i, p in specials.items()}
+  # Sentinels are appended after the SentencePiece pieces, <extra_id_{S-1}> first, so <extra_id_i> = V - 1 - i.
+  for i in reversed(range(tokenizer.num_sentinels)):
+    added[str(tokenizer.sentinel_id(i))] = token(f"<extra_id_{i}>")
+  config = {
+    "tokenizer_class": "SentencePieceBackend",
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+    "added_tokens_decoder": added,
+    "came_jax": {
+      "vocab_size": tokenizer.vocab_size,
+      "num_sentinels": tokenizer.num_sentinels,
+      "lowercase": tokenizer.lowercase,
+      "fingerprint": tokenizer.fingerprint,
+      "ids": {v: k for k, v in specials.items()},
+      "sentinel_id": "vocab_size - 1 - i for <extra_id_i>",
+    },
+  }
+  if max_len:
+    config["model_max_length"] = max_len
+  (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
-def export(model_name: str, params, cfg: Any, out_dir: str | pathlib.Path, *,
-           tokenizer: tokenizer_lib.Tokenizer | None = None) -> pathlib.Path:
-    """Writes a Hugging Face folder for ``params`` of model ``model_name`` ("bert", "gpt2", "t5") with config ``cfg``.
+def export(
+  model_name: str, params, cfg: Any, out_dir: str | pathlib.Path, *, tokenizer: tokenizer_lib.Tokenizer | None = None
+) -> pathlib.Path:
+  """Writes a Hugging Face folder for ``params`` of model ``model_name`` ("bert", "gpt2", "t5") with config ``cfg``.
 
-    See the module docstring for the files; a BERT classifier's parameters (GLUE) export as
-    ``BertForSequenceClassification``. Nothing is written when the conversion fails.
+  See the module docstring for the files; a BERT classifier's parameters (GLUE) export as
+  ``BertForSequenceClassification``. Nothing is written when the conversion fails.
 
-    Raises:
-      UnsupportedLayoutError: a crammed-BERT layout (naming the features).
-      ValueError: no conversion for ``model_name``, or the tokenizer's vocabulary size differs from the model's.
-    """
-    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  Raises:
+    UnsupportedLayoutError: a crammed-BERT layout (naming the features).
+    ValueError: no conversion for ``model_name``, or the tokenizer's vocabulary size differs from the model's.
+  """
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
-    convert = hf.get(model_name)
-    params = jax.tree.map(np.asarray, jax.device_get(params))
-    state_dict = convert.to_hf(params, cfg)
-    config = {**convert.config_to_hf(cfg, params), "dtype": "float32"}  # the dtype of the safetensors weights
-    if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is "
-                         f"{cfg.vocab_size}")
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict, str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    if tokenizer is not None:
-        save_tokenizer(tokenizer, out, max_len=models.get(model_name).max_len(cfg))
-    return out
+  convert = hf.get(model_name)
+  params = jax.tree.map(np.asarray, jax.device_get(params))
+  state_dict = convert.to_hf(params, cfg)
+  config = {**convert.config_to_hf(cfg, params), "dtype": "float32"}  # the dtype of the safetensors weights
+  if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
+    raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {cfg.vocab_size}")
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  save_file(state_dict, str(out / "model.safetensors"), metadata={"format": "pt"})
+  (out / "config.json").write_text(json.dumps(config, indent=2))
+  if tokenizer is not None:
+    save_tokenizer(tokenizer, out, max_len=models.get(model_name).max_len(cfg))
+  return out
 
 
 def export_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path, step: int | None = None) -> pathlib.Path:
-    """Exports the checkpoint ``step`` (default: latest) of the pretraining run in ``run_dir``, tokenizer included.
+  """Exports the checkpoint ``step`` (default: latest) of the pretraining run in ``run_dir``, tokenizer included.
 
-    Raises:
-      UnsupportedLayoutError: the run is a crammed BERT (nothing is written).
-    """
-    from came_jax import pretrained  # pylint: disable=g-import-not-at-top
+  Raises:
+    UnsupportedLayoutError: the run is a crammed BERT (nothing is written).
+  """
+  from came_jax import pretrained  # pylint: disable=g-import-not-at-top
 
-    run = pretrained.load(run_dir, step)
-    return export(run.model_name, run.params, run.model_cfg, out_dir, tokenizer=run.tokenizer)
+  run = pretrained.load(run_dir, step)
+  return export(run.model_name, run.params, run.model_cfg, out_dir, tokenizer=run.tokenizer)

@@ -41,8 +41,9 @@ def get_config(arg=None):
   base = config_files.load_module(pathlib.Path(__file__).with_name("pretrain_base.py"))
   c = base.get_config()
 
-  c.model = models.config_section("bert", "base", dtype="bfloat16", position_embedding="scaled_sinusoidal",
-                                  head_transform=False)
+  c.model = models.config_section(
+    "bert", "base", dtype="bfloat16", position_embedding="scaled_sinusoidal", head_transform=False
+  )
   c.data.update(dict(objective="mlm", mlm_rate=0.15, seq_len=128, vocab_size=32768, eval_batches=64))
   c.data.batch_size = 128  # the micro-batch: sequences per forward/backward pass
   c.batch_size = 8192  # sequences per optimizer step once the ramp is done; a multiple of data.batch_size

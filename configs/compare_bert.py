@@ -41,7 +41,6 @@ import pathlib
 
 from came_jax import config_files
 
-
 VARIANTS = ("", "large_batch", "long", "gpu", "gpu_large_batch")
 
 
@@ -58,21 +57,41 @@ def get_config(arg=None):
   if variant.endswith("large_batch"):  # 4x the batch by accumulating 4 micro-batches, at the same step count
     p.data.batch_size = 128 if gpu else 16  # the micro-batch
     # 4 rates: the best rate moves with the batch size, and the grid must bracket it at both.
-    rates = (dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3)) if gpu else
-             dict(came=(3e-5, 1e-4, 3e-4, 1e-3), adamw=(1e-3, 3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2, 3e-2)))
-    return common.comparison(name + "_large_batch", p, learning_rates=rates,
-                              batch_sizes=(1024, 4096) if gpu else (16, 64), steps=1000 if gpu else 200,
-                              seeds=(0, 1), memory_model="BERT-base (crammed)")
+    rates = (
+      dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3))
+      if gpu
+      else dict(came=(3e-5, 1e-4, 3e-4, 1e-3), adamw=(1e-3, 3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2, 3e-2))
+    )
+    return common.comparison(
+      name + "_large_batch",
+      p,
+      learning_rates=rates,
+      batch_sizes=(1024, 4096) if gpu else (16, 64),
+      steps=1000 if gpu else 200,
+      seeds=(0, 1),
+      memory_model="BERT-base (crammed)",
+    )
   if variant == "long":
     p.data.batch_size = 16
     p.eval.every_steps = 100
-    rates = dict(came=(3e-4, 1e-3, 3e-3), came_bc=(1e-3, 3e-3, 1e-2), adamw=(3e-3, 1e-2, 3e-2),
-                 adafactor=(3e-3, 1e-2, 3e-2))
-    c = common.comparison(name + "_long", p, learning_rates=rates, batch_sizes=(16,), steps=3000,
-                          memory_model="BERT-base (crammed)")
+    rates = dict(
+      came=(3e-4, 1e-3, 3e-3), came_bc=(1e-3, 3e-3, 1e-2), adamw=(3e-3, 1e-2, 3e-2), adafactor=(3e-3, 1e-2, 3e-2)
+    )
+    c = common.comparison(
+      name + "_long", p, learning_rates=rates, batch_sizes=(16,), steps=3000, memory_model="BERT-base (crammed)"
+    )
     c.optimizers = ("came", "came_bc", "adamw", "adafactor")
     return c
-  rates = (dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3)) if gpu else
-           dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(3e-3, 1e-2, 3e-2)))
-  return common.comparison(name, p, learning_rates=rates, batch_sizes=(256,) if gpu else (32,),
-                           steps=3000 if gpu else 300, memory_model="BERT-base (crammed)")
+  rates = (
+    dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3))
+    if gpu
+    else dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(3e-3, 1e-2, 3e-2))
+  )
+  return common.comparison(
+    name,
+    p,
+    learning_rates=rates,
+    batch_sizes=(256,) if gpu else (32,),
+    steps=3000 if gpu else 300,
+    memory_model="BERT-base (crammed)",
+  )

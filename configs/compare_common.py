@@ -34,8 +34,9 @@ def equal_footing(p: ml_collections.ConfigDict, *, gpu: bool) -> ml_collections.
   p.budget = "24h"  # runs are bounded by max_steps (set per run)
   p.optimizer.came.update(dict(weight_decay=0.0, b1=0.9, b2=0.999, b3=0.9999, bias_correction=False))
   p.optimizer.adamw.update(dict(weight_decay=0.0))
-  p.optimizer.adafactor.update(dict(weight_decay=0.0, momentum=0.9, min_dim_size_to_factor=16,
-                                    multiply_by_parameter_scale=False))
+  p.optimizer.adafactor.update(
+    dict(weight_decay=0.0, momentum=0.9, min_dim_size_to_factor=16, multiply_by_parameter_scale=False)
+  )
   p.log_every_steps = 10
   p.eval.update(dict(every_steps=250 if gpu else 50, every_s=0.0))
   p.checkpoint.update(dict(every_steps=0, every_s=0.0, max_to_keep=1))
@@ -45,12 +46,21 @@ def equal_footing(p: ml_collections.ConfigDict, *, gpu: bool) -> ml_collections.
 
 def variants() -> ml_collections.ConfigDict:
   """Compared optimizers beyond the registry's names: label -> a registry optimizer and fields of its section."""
-  return ml_collections.ConfigDict(dict(
-      came_bc=dict(optimizer="came", overrides=dict(bias_correction=True))))  # CAME, bias-corrected
+  return ml_collections.ConfigDict(
+    dict(came_bc=dict(optimizer="came", overrides=dict(bias_correction=True)))
+  )  # CAME, bias-corrected
 
 
-def comparison(name: str, pretrain: ml_collections.ConfigDict, *, learning_rates: dict, batch_sizes: tuple,
-               steps: int, memory_model: str, seeds: tuple = (0, 1, 2)) -> ml_collections.ConfigDict:
+def comparison(
+  name: str,
+  pretrain: ml_collections.ConfigDict,
+  *,
+  learning_rates: dict,
+  batch_sizes: tuple,
+  steps: int,
+  memory_model: str,
+  seeds: tuple = (0, 1, 2),
+) -> ml_collections.ConfigDict:
   """The comparison config: `pretrain` and the fields `came_jax.compare.pretraining` reads."""
   c = ml_collections.ConfigDict()
   c.name = name

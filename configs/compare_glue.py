@@ -46,6 +46,7 @@ def get_config(arg=None):
   c.variants = common.variants()
   # AdamW and the bias-corrected CAME on one grid; the reference CAME's start-up spike wants ~3x less. (The first
   # run had a grid one rate shorter at the top; STS-B, CoLA and SST-2 kept its top rate, so the grid was extended.)
-  c.learning_rates = ml_collections.ConfigDict(dict(
-      came=(3e-5, 1e-4, 3e-4, 1e-3), came_bc=(1e-4, 3e-4, 1e-3, 3e-3), adamw=(1e-4, 3e-4, 1e-3, 3e-3)))
+  c.learning_rates = ml_collections.ConfigDict(
+    dict(came=(3e-5, 1e-4, 3e-4, 1e-3), came_bc=(1e-4, 3e-4, 1e-3, 3e-3), adamw=(1e-4, 3e-4, 1e-3, 3e-3))
+  )
   return c

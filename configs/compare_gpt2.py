@@ -32,7 +32,6 @@ import pathlib
 
 from came_jax import config_files
 
-
 VARIANTS = ("", "long", "gpu")
 
 
@@ -46,16 +45,26 @@ def get_config(arg=None):
   p = common.equal_footing(common.recipe("gpt2", "" if gpu else "tiny"), gpu=gpu)
   p.data.update(dict(batch_size=16, eval_batches=32 if gpu else 8))
   p.schedule.update(dict(warmup=0.05, end_factor=0.1))
-  rates = (dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3)) if gpu else
-           dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2)))
+  rates = (
+    dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(3e-4, 1e-3, 3e-3))
+    if gpu
+    else dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2))
+  )
   if variant == "long":
     p.eval.every_steps = 100
-    rates = dict(came=(1e-4, 3e-4, 1e-3), came_bc=(3e-4, 1e-3, 3e-3), adamw=(1e-3, 3e-3, 1e-2),
-                 adafactor=(1e-3, 3e-3, 1e-2))
-    c = common.comparison("compare_gpt2_long", p, learning_rates=rates, batch_sizes=(16,), steps=3000,
-                          memory_model="GPT-2 small (124M)")
+    rates = dict(
+      came=(1e-4, 3e-4, 1e-3), came_bc=(3e-4, 1e-3, 3e-3), adamw=(1e-3, 3e-3, 1e-2), adafactor=(1e-3, 3e-3, 1e-2)
+    )
+    c = common.comparison(
+      "compare_gpt2_long", p, learning_rates=rates, batch_sizes=(16,), steps=3000, memory_model="GPT-2 small (124M)"
+    )
     c.optimizers = ("came", "came_bc", "adamw", "adafactor")
     return c
-  return common.comparison("compare_gpt2" + ("_gpu" if gpu else ""), p, learning_rates=rates,
-                           batch_sizes=(64,) if gpu else (16,), steps=3000 if gpu else 300,
-                           memory_model="GPT-2 small (124M)")
+  return common.comparison(
+    "compare_gpt2" + ("_gpu" if gpu else ""),
+    p,
+    learning_rates=rates,
+    batch_sizes=(64,) if gpu else (16,),
+    steps=3000 if gpu else 300,
+    memory_model="GPT-2 small (124M)",
+  )

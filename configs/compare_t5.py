@@ -24,7 +24,6 @@ import pathlib
 
 from came_jax import config_files
 
-
 VARIANTS = ("", "gpu")
 
 
@@ -38,8 +37,16 @@ def get_config(arg=None):
   p = common.equal_footing(common.recipe("t5", "" if gpu else "tiny"), gpu=gpu)
   p.data.update(dict(batch_size=32 if gpu else 16, eval_batches=32 if gpu else 8))
   p.schedule.update(dict(warmup=0.05, end_factor=0.0))
-  rates = (dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(1e-3, 3e-3, 1e-2)) if gpu else
-           dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2)))
-  return common.comparison("compare_t5" + ("_gpu" if gpu else ""), p, learning_rates=rates,
-                           batch_sizes=(128,) if gpu else (16,), steps=3000 if gpu else 200,
-                           memory_model="T5-base (v1.1)")
+  rates = (
+    dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-4, 1e-3, 3e-3), adafactor=(1e-3, 3e-3, 1e-2))
+    if gpu
+    else dict(came=(1e-4, 3e-4, 1e-3), adamw=(3e-3, 1e-2, 3e-2), adafactor=(1e-3, 3e-3, 1e-2))
+  )
+  return common.comparison(
+    "compare_t5" + ("_gpu" if gpu else ""),
+    p,
+    learning_rates=rates,
+    batch_sizes=(128,) if gpu else (16,),
+    steps=3000 if gpu else 200,
+    memory_model="T5-base (v1.1)",
+  )

@@ -37,8 +37,8 @@ def get_config(arg=None):
 
   c.pretrained = ""  # RUN_DIR of a BERT pretraining run (experiments/pretrain.py); "" = random init of `model`
   c.pretrained_step = 0  # checkpoint step to load; 0 = the latest
-  # Only without `pretrained`: the model (a BERT preset; any Config field may be set), and the tokenizer (a saved Tokenizer folder;
-  # "" = train one with `vocab_size` pieces on the tasks' training text, saved in WORKDIR/tokenizer).
+  # Only without `pretrained`: the model (a BERT preset; any Config field may be set), and the tokenizer (a saved
+  # Tokenizer folder; "" = train one with `vocab_size` pieces on the tasks' training text, saved in WORKDIR/tokenizer).
   c.model = models.config_section("bert", "base")
   c.tokenizer_path = ""
   c.vocab_size = 32768

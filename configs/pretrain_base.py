@@ -31,18 +31,23 @@ from came_jax.train import sharding
 def get_config(arg=None):
   """The shared skeleton; `arg` must be empty (the base has no variants)."""
   if arg:
-    raise ValueError(f"configs/pretrain_base.py has no variant {arg!r}: it is the base of the pretraining recipes "
-                     "(configs/bert_cramming.py, configs/gpt2.py, configs/t5.py), each with a ':tiny' variant")
+    raise ValueError(
+      f"configs/pretrain_base.py has no variant {arg!r}: it is the base of the pretraining recipes "
+      "(configs/bert_cramming.py, configs/gpt2.py, configs/t5.py), each with a ':tiny' variant"
+    )
   c = ml_collections.ConfigDict()
 
   # Set by each recipe: `came_jax.models.config_section(name, preset, **fields)` (vocab_size from data.vocab_size).
-  c.model = ml_collections.ConfigDict(dict(
-      name=ml_collections.config_dict.placeholder(str), preset=ml_collections.config_dict.placeholder(str)))
+  c.model = ml_collections.ConfigDict(
+    dict(name=ml_collections.config_dict.placeholder(str), preset=ml_collections.config_dict.placeholder(str))
+  )
 
   c.data = pipeline.default_config()  # a recipe sets objective, seq_len, vocab_size and batch_size (the micro-batch)
-  c.data.update(dict(
-      path="../shared/data/corpus", eval_path="../shared/data/heldout/wikitext-103/wiki.valid.tokens",
-      eval_batches=32))
+  c.data.update(
+    dict(
+      path="../shared/data/corpus", eval_path="../shared/data/heldout/wikitext-103/wiki.valid.tokens", eval_batches=32
+    )
+  )
   c.tokenizer_path = ""  # a saved tokenizer to copy into the workdir instead of training one
 
   c.batch_size = 32  # sequences per optimizer step (after the ramp); a multiple of data.batch_size
@@ -55,8 +60,9 @@ def get_config(arg=None):
 
   # A recipe names its schedule (came_jax/train/schedules.py). Progress "auto": the fraction of the budget, or of
   # max_steps when max_steps > 0.
-  c.schedule = ml_collections.ConfigDict(dict(
-      name="constant", start_factor=0.25, peak_at=0.75, warmup=0.0, end_factor=0.0, progress="auto"))
+  c.schedule = ml_collections.ConfigDict(
+    dict(name="constant", start_factor=0.25, peak_at=0.75, warmup=0.0, end_factor=0.0, progress="auto")
+  )
 
   c.budget = "24h"
   c.max_steps = 0  # > 0: also stop after this many steps, and drive the schedules by steps (deterministic)
@@ -80,8 +86,16 @@ def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
 
   The recipe then sets its model preset, batch size and learning rate.
   """
-  c.data.update(dict(vocab_size=2048, batch_size=16, seq_len=128, tokenizer_sentences=20000,
-                     path="../shared/data/corpus/state_union", eval_batches=8))
+  c.data.update(
+    dict(
+      vocab_size=2048,
+      batch_size=16,
+      seq_len=128,
+      tokenizer_sentences=20000,
+      path="../shared/data/corpus/state_union",
+      eval_batches=8,
+    )
+  )
   c.budget = "60s"
   c.log_every_steps = 10
   c.eval.every_s = 30.0

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 
-from absl import app
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from came_jax.data import throughput

@@ -26,8 +26,13 @@ def main() -> None:
   parser.add_argument("--optimizers", nargs="*", default=None, help="labels to include (default: all)")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--chunk-bytes", nargs="*", type=int, default=[],
-                      help="also time came_jax.came with these row-block sizes (`chunk_bytes`; 0: unblocked)")
+  parser.add_argument(
+    "--chunk-bytes",
+    nargs="*",
+    type=int,
+    default=[],
+    help="also time came_jax.came with these row-block sizes (`chunk_bytes`; 0: unblocked)",
+  )
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 0:
     parser.error("--steps must be >= 1 and --warmup >= 0")

@@ -39,18 +39,29 @@ def main() -> None:
   parser.add_argument("--preset", default="auto", choices=["auto", "full", "small", "tiny"])
   parser.add_argument("--batch", type=int, default=None, help="sequences per micro-batch (default: the recipe's)")
   parser.add_argument("--micro-batches", type=int, default=1, help="micro-batches accumulated per step")
-  parser.add_argument("--baseline-step", default="", help="a file defining another `train_step` (e.g. `git show "
-                      "REV:came_jax/train/step.py`) to time alongside the current one")
+  parser.add_argument(
+    "--baseline-step",
+    default="",
+    help="a file defining another `train_step` (e.g. `git show "
+    "REV:came_jax/train/step.py`) to time alongside the current one",
+  )
   parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-  parser.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"],
-                      help="attention implementation (auto: cudnn on GPU with bf16, else xla)")
+  parser.add_argument(
+    "--attention",
+    default="auto",
+    choices=["auto", "xla", "cudnn"],
+    help="attention implementation (auto: cudnn on GPU with bf16, else xla)",
+  )
   parser.add_argument("--optimizers", nargs="*", default=["came", "adamw"], choices=list(registry.OPTIMIZERS))
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--profile", action="store_true", help="profile the first model with the first optimizer")
   parser.add_argument("--top", type=int, default=15, help="HLO ops listed by --profile")
-  parser.add_argument("--loop", default="", help="run the whole trainer on this config (e.g. "
-                      "configs/bert_cramming.py:tiny) and report its tokens/s")
+  parser.add_argument(
+    "--loop",
+    default="",
+    help="run the whole trainer on this config (e.g. configs/bert_cramming.py:tiny) and report its tokens/s",
+  )
   parser.add_argument("--loop-steps", type=int, default=150)
   parser.add_argument("--repeats", type=int, default=1)
   args = parser.parse_args()

@@ -68,7 +68,8 @@ if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "A configs/compare_*.py file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for the runs (tokenizer, one folder per run).")
   flags.DEFINE_string("out", "", "Results folder; default experiments/results/<config.name>.")
-  flags.DEFINE_string("jax_cache", "", "Persistent compilation cache folder; default WORKDIR/jax_cache, "
-                      "'none' to disable.")
+  flags.DEFINE_string(
+    "jax_cache", "", "Persistent compilation cache folder; default WORKDIR/jax_cache, 'none' to disable."
+  )
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

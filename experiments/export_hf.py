@@ -7,9 +7,7 @@ config.json, model.safetensors, tokenizer.model and tokenizer_config.json. A cra
 naming the features Hugging Face BERT lacks (see came_jax/export.py).
 """
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from came_jax import export
 

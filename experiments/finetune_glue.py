@@ -9,9 +9,7 @@ the same settings reuses the finished (task, seed) runs in OUT/runs.
 
 import logging as std_logging
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from came_jax.glue import finetune

@@ -20,8 +20,7 @@ from ml_collections import config_flags
 from came_jax.compare import momentum_precision
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Pretraining configuration (a configs/*.py file).",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Pretraining configuration (a configs/*.py file).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding one run per momentum dtype.")
 flags.DEFINE_integer("last", 5, "Number of final logged steps whose train loss is averaged.")
 flags.DEFINE_list("seeds", ["0"], "Seeds to run; each sets config.seed and config.data.seed.")

@@ -8,9 +8,7 @@ Re-running with the same --workdir resumes the run; a workdir holding a differen
 
 import logging as std_logging
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from came_jax.train import trainer

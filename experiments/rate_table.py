@@ -21,8 +21,12 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("folders", nargs="*", type=pathlib.Path,
-                      help="results folders; default: every experiments/results/compare_* comparing AdamW")
+  parser.add_argument(
+    "folders",
+    nargs="*",
+    type=pathlib.Path,
+    help="results folders; default: every experiments/results/compare_* comparing AdamW",
+  )
   args = parser.parse_args()
   print(rate_table.table(args.folders or rate_table.comparing_adamw(RESULTS)))
 

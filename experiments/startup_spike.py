@@ -15,7 +15,6 @@ import argparse
 from came_jax.bench import startup_spike
 
 
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--steps", type=int, nargs="+", default=[1, 10, 100, 300, 1000, 3000])

@@ -17,8 +17,8 @@ NOTEBOOKS = REPO / "notebooks"
 
 # What a tiny run must print, besides producing plots without errors.
 EXPECTED_OUTPUT = {
-    "came_quickstart": ["state", "best rates:", "held-out loss"],
-    "cramming_bert": ["steps,", "held-out MLM loss", "| Model |", "crammed:", "random init:"],
+  "came_quickstart": ["state", "best rates:", "held-out loss"],
+  "cramming_bert": ["steps,", "held-out MLM loss", "| Model |", "crammed:", "random init:"],
 }
 
 

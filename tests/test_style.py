@@ -12,6 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("command", [["format", "--check", "--diff"], ["check", "--no-fix"]])
 def test_ruff(command):
   # ruff is a test dependency, pinned in setup.cfg so that its formatting does not drift between versions.
-  result = subprocess.run([sys.executable, "-m", "ruff", *command, "."], cwd=ROOT, capture_output=True, text=True,
-                          check=False)
+  result = subprocess.run(
+    [sys.executable, "-m", "ruff", *command, "."], cwd=ROOT, capture_output=True, text=True, check=False
+  )
   assert result.returncode == 0, f"`ruff {' '.join(command)} .` found:\n{result.stdout[-5000:]}{result.stderr[-2000:]}"

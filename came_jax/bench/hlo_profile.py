@@ -139,8 +139,10 @@ def profile(setup: train_step.Setup, optimizer: str, steps: int, warmup: int, to
   compiled = step.lower(state, *args).compile()
 
   median = lambda fn: statistics.median(timing.repeat(fn, steps, warmup))  # noqa: E731
-  pieces = {"forward, one micro-batch": median(lambda: fwd(state.params, mb)),
-            "forward + backward, one micro-batch": median(lambda: fwd_bwd(state.params, mb))}
+  pieces = {
+    "forward, one micro-batch": median(lambda: fwd(state.params, mb)),
+    "forward + backward, one micro-batch": median(lambda: fwd_bwd(state.params, mb)),
+  }
   opt = [jax.tree.map(jnp.copy, state.params), jax.tree.map(jnp.copy, state.opt_state)]
 
   def run_opt():
@@ -155,18 +157,23 @@ def profile(setup: train_step.Setup, optimizer: str, steps: int, warmup: int, to
     return m["loss"]
 
   pieces["whole train step"] = median(run)
-  lines = [f"### Profile: {setup.label}, {setup.batch_size} x {setup.seq_len}, {optimizer}, "
-           f"{jax.devices()[0].device_kind}", "",
-           f"| piece (jitted alone) | median (ms) | share of the step ({setup.batch['input_ids'].shape[0]} "
-           "micro-batches) |", "|---|---:|---:|"]
+  lines = [
+    f"### Profile: {setup.label}, {setup.batch_size} x {setup.seq_len}, {optimizer}, {jax.devices()[0].device_kind}",
+    "",
+    f"| piece (jitted alone) | median (ms) | share of the step ({setup.batch['input_ids'].shape[0]} micro-batches) |",
+    "|---|---:|---:|",
+  ]
   for k, v in pieces.items():
     lines.append(f"| {k} | {1e3 * v:.1f} | {100 * v / pieces['whole train step']:.0f}% |")
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   if cost:
-    lines += ["", f"XLA cost analysis of the step: {cost.get('flops', 0) / 1e9:.2f} GFLOP, "
-              f"{cost.get('bytes accessed', 0) / 1e9:.2f} GB accessed; "
-              f"temp {compiled.memory_analysis().temp_size_in_bytes / 2**20:.1f} MiB"]
+    lines += [
+      "",
+      f"XLA cost analysis of the step: {cost.get('flops', 0) / 1e9:.2f} GFLOP, "
+      f"{cost.get('bytes accessed', 0) / 1e9:.2f} GB accessed; "
+      f"temp {compiled.memory_analysis().temp_size_in_bytes / 2**20:.1f} MiB",
+    ]
 
   ops = hlo_ops(compiled.as_text())
   per_op = _trace_ns(run, steps, ops)

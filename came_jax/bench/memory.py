@@ -16,13 +16,13 @@ from came_jax.bench import shapes
 from came_jax.optim import came as came_lib
 
 OPTIMIZERS = {
-    "SGD-momentum": lambda: optax.sgd(1e-3, momentum=0.9),
-    "Adam": lambda: optax.adamw(1e-3),
-    "Adafactor": lambda: optax.adafactor(1e-3),  # optax's default: no momentum
-    "Adafactor+m": lambda: optax.adafactor(1e-3, momentum=0.9),  # fp32 momentum, as CAME keeps
-    "CAME": lambda: came_lib.came(1e-3),
-    "CAME bf16-m": lambda: came_lib.came(1e-3, momentum_dtype="bfloat16"),
-    "CAME 8-bit-m": lambda: came_lib.came(1e-3, momentum_dtype="int8"),
+  "SGD-momentum": lambda: optax.sgd(1e-3, momentum=0.9),
+  "Adam": lambda: optax.adamw(1e-3),
+  "Adafactor": lambda: optax.adafactor(1e-3),  # optax's default: no momentum
+  "Adafactor+m": lambda: optax.adafactor(1e-3, momentum=0.9),  # fp32 momentum, as CAME keeps
+  "CAME": lambda: came_lib.came(1e-3),
+  "CAME bf16-m": lambda: came_lib.came(1e-3, momentum_dtype="bfloat16"),
+  "CAME 8-bit-m": lambda: came_lib.came(1e-3, momentum_dtype="int8"),
 }
 GIB = 2**30
 
@@ -46,15 +46,26 @@ def tables(labels: Sequence[str]) -> str:
     params = shapes.param_shapes(label)
     rows.append((label, shapes.num_params(params), shapes.num_bytes(params), state_bytes(params)))
   names = list(OPTIMIZERS)
-  lines = ["### Optimizer state, in multiples of the fp32 parameter bytes", "",
-           "| model | params | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+  lines = [
+    "### Optimizer state, in multiples of the fp32 parameter bytes",
+    "",
+    "| model | params | " + " | ".join(names) + " |",
+    "|---|---:|" + "---:|" * len(names),
+  ]
   for model, count, pbytes, states in rows:
-    lines.append(f"| {model} | {count / 1e6:.1f}M | " + " | ".join(f"{states[n] / pbytes:.3f}×" for n in names)
-                 + " |")
-  lines += ["", "### Params + grads + optimizer state (GiB, fp32 params and grads)", "",
-            "| model | " + " | ".join(names) + " | CAME / Adam |", "|---|" + "---:|" * (len(names) + 1)]
+    lines.append(f"| {model} | {count / 1e6:.1f}M | " + " | ".join(f"{states[n] / pbytes:.3f}×" for n in names) + " |")
+  lines += [
+    "",
+    "### Params + grads + optimizer state (GiB, fp32 params and grads)",
+    "",
+    "| model | " + " | ".join(names) + " | CAME / Adam |",
+    "|---|" + "---:|" * (len(names) + 1),
+  ]
   for model, _, pbytes, states in rows:
     totals = {n: 2 * pbytes + states[n] for n in names}
-    lines.append(f"| {model} | " + " | ".join(f"{totals[n] / GIB:.2f}" for n in names)
-                 + f" | {totals['CAME'] / totals['Adam']:.3f} |")
+    lines.append(
+      f"| {model} | "
+      + " | ".join(f"{totals[n] / GIB:.2f}" for n in names)
+      + f" | {totals['CAME'] / totals['Adam']:.3f} |"
+    )
   return "\n".join(lines)

@@ -25,11 +25,11 @@ from came_jax.optim import came as came_lib
 
 # label -> a function making the optax transformation; `with_chunk_sizes` adds blocked CAMEs.
 JAX_OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
-    "optax.adamw": lambda: optax.adamw(1e-3, weight_decay=0.01),
-    "came_jax.came": lambda: came_lib.came(1e-3, weight_decay=0.01),
-    "came_jax.came (bf16 m)": lambda: came_lib.came(1e-3, weight_decay=0.01, momentum_dtype="bfloat16"),
-    "came_jax.came (8-bit m)": lambda: came_lib.came(1e-3, weight_decay=0.01, momentum_dtype="int8"),
-    "optax.adafactor": lambda: optax.adafactor(1e-3),
+  "optax.adamw": lambda: optax.adamw(1e-3, weight_decay=0.01),
+  "came_jax.came": lambda: came_lib.came(1e-3, weight_decay=0.01),
+  "came_jax.came (bf16 m)": lambda: came_lib.came(1e-3, weight_decay=0.01, momentum_dtype="bfloat16"),
+  "came_jax.came (8-bit m)": lambda: came_lib.came(1e-3, weight_decay=0.01, momentum_dtype="int8"),
+  "optax.adafactor": lambda: optax.adafactor(1e-3),
 }
 
 
@@ -85,8 +85,12 @@ class TorchRunner:
       t.grad = torch.from_numpy(np.array(g))
     self.opt = make(self.tensors)
     self()  # creates the state
-    self.state_bytes = sum(v.numel() * v.element_size() for s in self.opt.state.values() for v in s.values()
-                           if torch.is_tensor(v) and v.dim() > 0)
+    self.state_bytes = sum(
+      v.numel() * v.element_size()
+      for s in self.opt.state.values()
+      for v in s.values()
+      if torch.is_tensor(v) and v.dim() > 0
+    )
 
   def __call__(self) -> float:
     start = time.perf_counter()
@@ -111,8 +115,13 @@ def torch_optimizers() -> dict[str, Callable[[list], Any]]:
   return found
 
 
-def bench_model(label: str, steps: int, warmup: int, include: Optional[Sequence[str]] = None,
-                jax_optimizers: Optional[dict[str, Callable[[], optax.GradientTransformation]]] = None) -> str:
+def bench_model(
+  label: str,
+  steps: int,
+  warmup: int,
+  include: Optional[Sequence[str]] = None,
+  jax_optimizers: Optional[dict[str, Callable[[], optax.GradientTransformation]]] = None,
+) -> str:
   """The markdown table of every optimizer's step on model `label` of `shapes.MODELS`.
 
   Args:
@@ -142,13 +151,18 @@ def bench_model(label: str, steps: int, warmup: int, include: Optional[Sequence[
   times = timing.interleaved_times(runners, steps, warmup)
   median = {name: statistics.median(ts) for name, ts in times.items()}
   base = median.get("optax.adamw")
-  lines = [f"### {label}: {shapes.num_params(param_shapes) / 1e6:.1f}M params, "
-           f"{len(jax.tree.leaves(param_shapes))} tensors, {jax.devices()[0].device_kind}, "
-           f"median of {steps} steps after {warmup} warm-up", "",
-           "| optimizer | step (ms) | min (ms) | vs optax.adamw | state bytes / param bytes |",
-           "|---|---:|---:|---:|---:|"]
+  lines = [
+    f"### {label}: {shapes.num_params(param_shapes) / 1e6:.1f}M params, "
+    f"{len(jax.tree.leaves(param_shapes))} tensors, {jax.devices()[0].device_kind}, "
+    f"median of {steps} steps after {warmup} warm-up",
+    "",
+    "| optimizer | step (ms) | min (ms) | vs optax.adamw | state bytes / param bytes |",
+    "|---|---:|---:|---:|---:|",
+  ]
   for name, run in runners.items():
     ratio = f"{median[name] / base:.2f}×" if base else "n/a"
-    lines.append(f"| {name} | {median[name] * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | {ratio} | "
-                 f"{run.state_bytes / param_bytes:.3f} |")
+    lines.append(
+      f"| {name} | {median[name] * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | {ratio} | "
+      f"{run.state_bytes / param_bytes:.3f} |"
+    )
   return "\n".join(lines)

@@ -11,14 +11,14 @@ from came_jax import models
 # label -> (model name, preset): the models the benchmarks and the memory tables size. Vocabularies are the
 # presets' own (crammed BERT: 32768, as in cramming).
 MODELS = {
-    "BERT-base (crammed)": ("bert", "base"),
-    "BERT-large (crammed)": ("bert", "large"),
-    "BERT-base (original)": ("bert", "bert-base-original"),
-    "GPT-2 small (124M)": ("gpt2", "small"),
-    "GPT-2 medium": ("gpt2", "medium"),
-    "GPT-2 large": ("gpt2", "large"),
-    "T5-base (v1.1)": ("t5", "base"),
-    "T5-large (v1.1)": ("t5", "large"),
+  "BERT-base (crammed)": ("bert", "base"),
+  "BERT-large (crammed)": ("bert", "large"),
+  "BERT-base (original)": ("bert", "bert-base-original"),
+  "GPT-2 small (124M)": ("gpt2", "small"),
+  "GPT-2 medium": ("gpt2", "medium"),
+  "GPT-2 large": ("gpt2", "large"),
+  "T5-base (v1.1)": ("t5", "base"),
+  "T5-large (v1.1)": ("t5", "large"),
 }
 
 

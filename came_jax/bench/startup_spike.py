@@ -38,9 +38,11 @@ def ratios(steps: Sequence[int], seed: int = 0, **came_kwargs: Any) -> dict[str,
   """
   rng = np.random.default_rng(seed)
   params = {"matrix": jnp.zeros((64, 48)), "vector": jnp.zeros(48)}
-  txs = {"came": came_lib.came(1.0, **came_kwargs),
-         "came_bc": came_lib.came(1.0, bias_correction=True, **came_kwargs),
-         "adam": optax.adam(1.0, b1=0.9, b2=0.999)}
+  txs = {
+    "came": came_lib.came(1.0, **came_kwargs),
+    "came_bc": came_lib.came(1.0, bias_correction=True, **came_kwargs),
+    "adam": optax.adam(1.0, b1=0.9, b2=0.999),
+  }
   states = {k: tx.init(params) for k, tx in txs.items()}
   updates = {k: jax.jit(tx.update) for k, tx in txs.items()}
   rms = lambda x: float(jnp.sqrt(jnp.mean(jnp.square(x))))  # noqa: E731

@@ -36,7 +36,9 @@ def loop(config_arg: str, steps: int, repeats: int) -> Iterator[str]:
       rows = metrics_lib.read_rows(workdir)
     steady = [row for row in rows if row["split"] == "train"][1:]  # the first row's interval holds the compilation
     tps = statistics.median(row["tokens_per_sec"] for row in steady) if steady else float("nan")
-    yield (f"{config_arg} run {r + 1}: {summary['steps']} steps, {summary['tokens_seen']:,} tokens in "
-           f"{summary['elapsed_s']:.1f} s = {summary['tokens_seen'] / summary['elapsed_s']:,.0f} tokens/s overall; "
-           f"steady {tps:,.0f} tokens/s (median of {len(steady)} log intervals); compilations "
-           f"{summary['train_step_compilations']}")
+    yield (
+      f"{config_arg} run {r + 1}: {summary['steps']} steps, {summary['tokens_seen']:,} tokens in "
+      f"{summary['elapsed_s']:.1f} s = {summary['tokens_seen'] / summary['elapsed_s']:,.0f} tokens/s overall; "
+      f"steady {tps:,.0f} tokens/s (median of {len(steady)} log intervals); compilations "
+      f"{summary['train_step_compilations']}"
+    )

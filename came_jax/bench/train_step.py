@@ -71,6 +71,7 @@ class SpecialIds:
   >>> ids.cls_id, ids.sep_id, ids.mask_id, ids.normal_id_range, ids.sentinel_id(0)
   (3, 4, 5, (6, 900), 999)
   """
+
   vocab_size: int
   num_sentinels: int = 100
 
@@ -93,8 +94,14 @@ def synthetic_batch(data, batch_size: int, seed: int = 0) -> dict[str, np.ndarra
   """A micro-batch of the objective of `data` (a config's `data` section) over uniformly random ordinary tokens,
   made as the pipeline makes it (`objectives.make_objective`) with the tokenizer's special ids."""
   ids = SpecialIds(data.vocab_size, data.num_sentinels)
-  obj = objectives.make_objective(data.objective, ids, data.seq_len, mlm_rate=data.mlm_rate,
-                                  noise_density=data.noise_density, mean_span_length=data.mean_span_length)
+  obj = objectives.make_objective(
+    data.objective,
+    ids,
+    data.seq_len,
+    mlm_rate=data.mlm_rate,
+    noise_density=data.noise_density,
+    mean_span_length=data.mean_span_length,
+  )
   rng = np.random.default_rng(seed)
   tokens = rng.integers(*ids.normal_id_range, (batch_size, obj.row_width)).astype(np.int32)
   return obj(tokens, np.ones_like(tokens, bool), rng)
@@ -103,14 +110,18 @@ def synthetic_batch(data, batch_size: int, seed: int = 0) -> dict[str, np.ndarra
 def with_layers(cfg: Any, n: int) -> Any:
   """`cfg` with `num_layers` and every other layer count it sets (`num_decoder_layers`, ...) made `n`; a count
   left None (following `num_layers`) stays so."""
-  counts = {f.name: n for f in dataclasses.fields(cfg) if re.fullmatch(r"num_(\w+_)?layers", f.name)
-            and (f.name == "num_layers" or getattr(cfg, f.name) is not None)}
+  counts = {
+    f.name: n
+    for f in dataclasses.fields(cfg)
+    if re.fullmatch(r"num_(\w+_)?layers", f.name) and (f.name == "num_layers" or getattr(cfg, f.name) is not None)
+  }
   return dataclasses.replace(cfg, **counts)
 
 
 @dataclasses.dataclass
 class Setup:
   """One model's recipe at a preset: its config, model Config, module and a synthetic batch."""
+
   name: str
   config: Any
   model_cfg: Any
@@ -136,8 +147,9 @@ class Setup:
     return float(self.module.flops_per_token(self.model_cfg, {k: v.shape[1:] for k, v in self.batch.items()}))
 
 
-def make_setup(name: str, preset: str, batch_size: Optional[int], dtype: str, attention: str,
-               micro_batches: int = 1) -> Setup:
+def make_setup(
+  name: str, preset: str, batch_size: Optional[int], dtype: str, attention: str, micro_batches: int = 1
+) -> Setup:
   """Model `name` of :data:`CONFIGS` at `preset` (`full`, `small` or `tiny`; see the launcher), computing in
   `dtype` with attention `attention` (`xla`: the model's default, or `cudnn`), on `micro_batches` synthetic
   micro-batches of `batch_size` sequences (default: the recipe's)."""
@@ -182,8 +194,9 @@ def memory(compiled) -> tuple[str, Optional[int]]:
     return "device peak", int(stats["peak_bytes_in_use"])
   try:
     m = compiled.memory_analysis()
-    return "compiled", int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-                           - m.alias_size_in_bytes)
+    return "compiled", int(
+      m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    )
   except Exception:  # pylint: disable=broad-except
     return "n/a", None
 
@@ -256,8 +269,9 @@ def load_step_module(path: str) -> ModuleType:
   return module
 
 
-def bench(setup: Setup, optimizers: Sequence[str], steps: int, warmup: int,
-          baseline: Optional[ModuleType] = None) -> list[Result]:
+def bench(
+  setup: Setup, optimizers: Sequence[str], steps: int, warmup: int, baseline: Optional[ModuleType] = None
+) -> list[Result]:
   """Each optimizer's step on `setup`: the median of `steps` interleaved steps after `warmup`, and its update alone.
 
   `baseline`: a module with another `train_step` (`load_step_module`), timed alongside for every optimizer.
@@ -272,8 +286,9 @@ def bench(setup: Setup, optimizers: Sequence[str], steps: int, warmup: int,
   results = []
   for o, r in runners.items():
     tps = setup.tokens / step_s[o]
-    results.append(Result(setup.label, o, r.compile_s, step_s[o], tps, metrics_lib.mfu(tps, fpt), mem[o], opt_s[o],
-                          r.flash))
+    results.append(
+      Result(setup.label, o, r.compile_s, step_s[o], tps, metrics_lib.mfu(tps, fpt), mem[o], opt_s[o], r.flash)
+    )
   return results
 
 
@@ -284,21 +299,29 @@ def _gib(n: Optional[int]) -> str:
 def table(results: Sequence[Result], setups: dict[str, Setup], dtype: str) -> str:
   """The markdown table of `results` (`setups` by label), then CAME's step and update over AdamW's per model."""
   dev = jax.devices()[0]
-  lines = [f"### Training step: {dev.device_kind} ({jax.default_backend()}), compute dtype {dtype}", "",
-           "| model | batch x seq | optimizer | compile (s) | step (ms) | tokens/s | MFU | peak memory | "
-           "optimizer alone (ms) | optimizer share | cuDNN flash attention |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+  lines = [
+    f"### Training step: {dev.device_kind} ({jax.default_backend()}), compute dtype {dtype}",
+    "",
+    "| model | batch x seq | optimizer | compile (s) | step (ms) | tokens/s | MFU | peak memory | "
+    "optimizer alone (ms) | optimizer share | cuDNN flash attention |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+  ]
   for r in results:
     s = setups[r.model]
     mfu = "n/a" if r.mfu is None else f"{100 * r.mfu:.1f}%"
-    lines.append(f"| {r.model} | {s.batch_size} x {s.seq_len} | {r.optimizer} | {r.compile_s:.1f} | "
-                 f"{1e3 * r.step_s:.1f} | {r.tokens_per_s:,.0f} | {mfu} | {_gib(r.memory[1])} ({r.memory[0]}) | "
-                 f"{1e3 * r.opt_s:.1f} | {100 * r.opt_s / r.step_s:.0f}% | {r.flash} |")
+    lines.append(
+      f"| {r.model} | {s.batch_size} x {s.seq_len} | {r.optimizer} | {r.compile_s:.1f} | "
+      f"{1e3 * r.step_s:.1f} | {r.tokens_per_s:,.0f} | {mfu} | {_gib(r.memory[1])} ({r.memory[0]}) | "
+      f"{1e3 * r.opt_s:.1f} | {100 * r.opt_s / r.step_s:.0f}% | {r.flash} |"
+    )
   by_model = collections.defaultdict(dict)
   for r in results:
     by_model[r.model][r.optimizer] = r
   for model, rs in by_model.items():
     if "came" in rs and "adamw" in rs:
-      lines += ["", f"{model}: CAME step / AdamW step = {rs['came'].step_s / rs['adamw'].step_s:.2f}x; CAME update "
-                f"/ AdamW update = {rs['came'].opt_s / rs['adamw'].opt_s:.2f}x"]
+      lines += [
+        "",
+        f"{model}: CAME step / AdamW step = {rs['came'].step_s / rs['adamw'].step_s:.2f}x; CAME update "
+        f"/ AdamW update = {rs['came'].opt_s / rs['adamw'].opt_s:.2f}x",
+      ]
   return "\n".join(lines)

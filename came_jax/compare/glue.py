@@ -47,9 +47,15 @@ def task_scores(result: dict[str, Any]) -> Optional[dict[str, Any]]:
   dev_set, metric = next(iter(result["headline"])), result["headline_metric"]
   per_seed = [d[dev_set][metric] for d in result["per_seed"].values()]
   losses = [v for v in result.get("train_loss", {}).values() if v is not None]
-  return {"metric": metric, "median": result["headline"][dev_set], "per_seed": per_seed,
-          "min": float(np.min(per_seed)), "max": float(np.max(per_seed)),
-          "train_loss": float(np.median(losses)) if losses else None, "num_train": result["num_train"]}
+  return {
+    "metric": metric,
+    "median": result["headline"][dev_set],
+    "per_seed": per_seed,
+    "min": float(np.min(per_seed)),
+    "max": float(np.max(per_seed)),
+    "train_loss": float(np.median(losses)) if losses else None,
+    "num_train": result["num_train"],
+  }
 
 
 def choose(sweep: dict[float, Optional[dict[str, Any]]]) -> dict[str, Any]:
@@ -65,8 +71,9 @@ def choose(sweep: dict[float, Optional[dict[str, Any]]]) -> dict[str, Any]:
   return {"learning_rate": best, "at_grid_edge": runs.grid_edge(best, tuple(sweep)), **ok[best]}
 
 
-def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,
-                   command: str = "") -> dict[str, Any]:
+def run_comparison(
+  config: ml_collections.ConfigDict, workdir: str, out_dir: str, *, command: str = ""
+) -> dict[str, Any]:
   """Fine-tunes every (optimizer, rate), keeps the best rate per task; writes and returns the summary.
 
   Raises:
@@ -88,11 +95,18 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
         sweep.setdefault(opt, {}).setdefault(task, {})[lr] = task_scores(result)
       log.info("%s lr %g: %s", opt, lr, glue_report.markdown_table(summary).splitlines()[-1])
   chosen = {opt: {task: choose(rates) for task, rates in tasks.items()} for opt, tasks in sweep.items()}
-  summary = {"name": config.name, "command": command, "model": model, "seeds": list(config.glue.seeds),
-             "tasks": list(config.glue.tasks), "optimizers": list(config.optimizers),
-             "chosen": chosen, "sweep": {o: {t: {f"{lr:g}": s for lr, s in r.items()} for t, r in ts.items()}
-                                         for o, ts in sweep.items()},
-             "wall_s": time.perf_counter() - t_start, "config": json.loads(config.to_json_best_effort())}
+  summary = {
+    "name": config.name,
+    "command": command,
+    "model": model,
+    "seeds": list(config.glue.seeds),
+    "tasks": list(config.glue.tasks),
+    "optimizers": list(config.optimizers),
+    "chosen": chosen,
+    "sweep": {o: {t: {f"{lr:g}": s for lr, s in r.items()} for t, r in ts.items()} for o, ts in sweep.items()},
+    "wall_s": time.perf_counter() - t_start,
+    "config": json.loads(config.to_json_best_effort()),
+  }
   glue_report.write_json(out / "summary.json", summary)
   (out / "results.md").write_text(results_markdown(summary))
   log.info("Done in %.0f s; results in %s", summary["wall_s"], out)
@@ -112,16 +126,22 @@ def results_markdown(summary: dict[str, Any]) -> str:
   """The kept-rate table (median [min, max] over seeds, x100; train loss), the average, then the whole sweep."""
   tasks, opts, chosen = summary["tasks"], summary["optimizers"], summary["chosen"]
   glue = summary["config"]["glue"]
-  lines = [f"Model: {summary['model']}. Dev sets, median over seeds {summary['seeds']} [min, max], x100 "
-           "(Matthews correlation for CoLA, Spearman for STS-B, F1 for MRPC, accuracy otherwise); each optimizer "
-           "at the rate with the best median per task (in the cell, with an arrow when at an end of its grid); "
-           f"train loss: the fine-tuning loss over the last 10% of the steps (median over seeds). Sequence "
-           f"{glue['max_len']}, {glue['epochs']} epochs of batch {glue['batch_size']}, at most "
-           f"{glue['max_train_examples'] or 'all'} training examples per task.", ""]
-  sizes = {t: next((chosen[o][t].get("num_train") for o in opts if chosen[o].get(t, {}).get("num_train")), None)
-           for t in tasks}
-  lines += ["| optimizer | " + " | ".join(f"{t} ({sizes[t]} train)" for t in tasks) + " | Avg |",
-            "|:---|" + "---:|" * (len(tasks) + 1)]
+  lines = [
+    f"Model: {summary['model']}. Dev sets, median over seeds {summary['seeds']} [min, max], x100 "
+    "(Matthews correlation for CoLA, Spearman for STS-B, F1 for MRPC, accuracy otherwise); each optimizer "
+    "at the rate with the best median per task (in the cell, with an arrow when at an end of its grid); "
+    f"train loss: the fine-tuning loss over the last 10% of the steps (median over seeds). Sequence "
+    f"{glue['max_len']}, {glue['epochs']} epochs of batch {glue['batch_size']}, at most "
+    f"{glue['max_train_examples'] or 'all'} training examples per task.",
+    "",
+  ]
+  sizes = {
+    t: next((chosen[o][t].get("num_train") for o in opts if chosen[o].get(t, {}).get("num_train")), None) for t in tasks
+  }
+  lines += [
+    "| optimizer | " + " | ".join(f"{t} ({sizes[t]} train)" for t in tasks) + " | Avg |",
+    "|:---|" + "---:|" * (len(tasks) + 1),
+  ]
   for opt in opts:
     cells, medians = [], []
     for t in tasks:
@@ -132,19 +152,26 @@ def results_markdown(summary: dict[str, Any]) -> str:
       medians.append(c["median"])
       arrow = compare_report.EDGE_ARROW.get(c["at_grid_edge"], "")
       loss = f", loss {c['train_loss']:.3f}" if c.get("train_loss") is not None else ""
-      cells.append(f"{_pct(c['median'])} [{_pct(c['min'])}, {_pct(c['max'])}] (lr {c['learning_rate']:g}{arrow}"
-                   f"{loss})")
+      cells.append(f"{_pct(c['median'])} [{_pct(c['min'])}, {_pct(c['max'])}] (lr {c['learning_rate']:g}{arrow}{loss})")
     avg = _pct(float(np.mean(medians))) if len(medians) == len(tasks) else "–"
     lines.append(f"| {opt} | " + " | ".join(cells) + f" | {avg} |")
-  lines += ["", "Every rate: median dev score x100 (train loss).", "",
-            "| optimizer | lr | " + " | ".join(tasks) + " |", "|:---|---:|" + "---:|" * len(tasks)]
+  lines += [
+    "",
+    "Every rate: median dev score x100 (train loss).",
+    "",
+    "| optimizer | lr | " + " | ".join(tasks) + " |",
+    "|:---|---:|" + "---:|" * len(tasks),
+  ]
   for opt in opts:
     for lr in sorted(float(x) for x in summary["config"]["learning_rates"][opt]):
       cells = []
       for t in tasks:
         s = summary["sweep"][opt].get(t, {}).get(f"{lr:g}")
-        cells.append("–" if s is None else f"{_pct(s['median'])}" + (
-            f" ({s['train_loss']:.3f})" if s.get("train_loss") is not None else ""))
+        cells.append(
+          "–"
+          if s is None
+          else f"{_pct(s['median'])}" + (f" ({s['train_loss']:.3f})" if s.get("train_loss") is not None else "")
+        )
       lines.append(f"| {opt} | {lr:g} | " + " | ".join(cells) + " |")
   lines += ["", f"Wall time: {summary['wall_s'] / 60:.1f} min for this invocation."]
   return "\n".join(lines) + "\n"

@@ -39,8 +39,9 @@ def state_bytes(config: ml_collections.ConfigDict) -> int:
   return shapes.num_bytes(jax.eval_shape(registry.make(config.optimizer).init, params))
 
 
-def run(base: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int],
-        last: int) -> tuple[dict[tuple[int, str], tuple[float, float]], dict[str, int]]:
+def run(
+  base: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int], last: int
+) -> tuple[dict[tuple[int, str], tuple[float, float]], dict[str, int]]:
   """Trains `base` (a CAME pretraining config) once per seed and momentum dtype.
 
   `seeds` set both `config.seed` (init, dropout) and `config.data.seed` (data order, masking).
@@ -68,20 +69,29 @@ def run(base: ml_collections.ConfigDict, workdir: str, seeds: Sequence[int],
   return results, sizes
 
 
-def table(base: ml_collections.ConfigDict, seeds: Sequence[int], results: dict[tuple[int, str], tuple[float, float]],
-          sizes: dict[str, int]) -> str:
+def table(
+  base: ml_collections.ConfigDict,
+  seeds: Sequence[int],
+  results: dict[tuple[int, str], tuple[float, float]],
+  sizes: dict[str, int],
+) -> str:
   """The markdown report of `run`: per seed and the mean over seeds, each dtype against float32."""
-  lines = [f"### CAME momentum precision: {base.model.name}:{base.model.preset}, {base.max_steps} steps, "
-           f"seeds {','.join(str(s) for s in seeds)}", "",
-           "| seed | momentum | final train loss | Δ vs fp32 | held-out loss | Δ vs fp32 | optimizer state (MB) |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+  lines = [
+    f"### CAME momentum precision: {base.model.name}:{base.model.preset}, {base.max_steps} steps, "
+    f"seeds {','.join(str(s) for s in seeds)}",
+    "",
+    "| seed | momentum | final train loss | Δ vs fp32 | held-out loss | Δ vs fp32 | optimizer state (MB) |",
+    "|---|---|---:|---:|---:|---:|---:|",
+  ]
   for seed in [*seeds, "mean"]:
     over = seeds if seed == "mean" else [seed]
     ref_train, ref_heldout = _means([results[s, "float32"] for s in over])
     for dtype in DTYPES:
       train, heldout = _means([results[s, dtype] for s in over])
-      lines.append(f"| {seed} | {dtype} | {train:.4f} | {train - ref_train:+.4f} | {heldout:.4f} | "
-                   f"{heldout - ref_heldout:+.4f} | {sizes[dtype] / 1e6:.2f} |")
+      lines.append(
+        f"| {seed} | {dtype} | {train:.4f} | {train - ref_train:+.4f} | {heldout:.4f} | "
+        f"{heldout - ref_heldout:+.4f} | {sizes[dtype] / 1e6:.2f} |"
+      )
   return "\n".join(lines)
 
 

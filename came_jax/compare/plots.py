@@ -49,8 +49,9 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
   return out
 
 
-def seed_band(runs: list[dict[str, Any]], split: str, key: str, x: str = "step",
-              smooth: int = 1) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def seed_band(
+  runs: list[dict[str, Any]], split: str, key: str, x: str = "step", smooth: int = 1
+) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
   """(x, mean, min, max) over seeds of `key` at the steps every run logged; x = mean of `x` over seeds.
 
   None when the runs share no logged step.
@@ -86,8 +87,9 @@ def _panels(objective: str) -> list[tuple[str, str, str, int]]:
 def _save_curves(fig, summary: dict[str, Any], path: pathlib.Path) -> None:
   """Titles, lays out, writes and closes a curve figure."""
   plt = _pyplot()
-  fig.suptitle(f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)",
-               fontsize=10)
+  fig.suptitle(
+    f"{summary['name']}: {summary['model']}, {len(summary['seeds'])} seeds (line: mean, band: min-max)", fontsize=10
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -157,7 +159,7 @@ def plot_log_steps(summary: dict[str, Any], records: list[dict[str, Any]], path:
 
 def _zoom(ax) -> None:
   """Clip the y-range to the last 80% of the curves so the differences are visible."""
-  ys = np.concatenate([ln.get_ydata()[len(ln.get_ydata()) // 5:] for ln in ax.get_lines()] or [np.zeros(1)])
+  ys = np.concatenate([ln.get_ydata()[len(ln.get_ydata()) // 5 :] for ln in ax.get_lines()] or [np.zeros(1)])
   if ys.size and np.all(np.isfinite(ys)):
     lo, hi = float(ys.min()), float(ys.max())
     pad = 0.05 * (hi - lo + 1e-6)
@@ -171,8 +173,10 @@ def plot_sweep(summary: dict[str, Any], records: list[dict[str, Any]], path: pat
   fig, axes = plt.subplots(1, len(batches), figsize=(4.8 * len(batches), 3.6), squeeze=False)
   for ax, b in zip(axes[0], batches):
     for opt in opts:
-      sweep = sorted((r for r in records if r["phase"] == "sweep" and r["batch_size"] == b
-                      and r["optimizer"] == opt), key=lambda r: r["learning_rate"])
+      sweep = sorted(
+        (r for r in records if r["phase"] == "sweep" and r["batch_size"] == b and r["optimizer"] == opt),
+        key=lambda r: r["learning_rate"],
+      )
       if not sweep:
         continue
       lrs = [r["learning_rate"] for r in sweep]
@@ -207,8 +211,16 @@ def plot_memory(summary: dict[str, Any], path: pathlib.Path):
   gib = 2**30
   names = list(ref)
   totals = [(2 * mem["reference_param_bytes"] + ref[n]) / gib for n in names]
-  colors = ["tab:red" if n.startswith("CAME") else "tab:blue" if n == "Adam" else
-            "tab:green" if n.startswith("Adafactor") else "tab:gray" for n in names]
+  colors = [
+    "tab:red"
+    if n.startswith("CAME")
+    else "tab:blue"
+    if n == "Adam"
+    else "tab:green"
+    if n.startswith("Adafactor")
+    else "tab:gray"
+    for n in names
+  ]
   bars = axes[1].bar(names, totals, color=colors)
   axes[1].bar_label(bars, fmt="%.2f", fontsize=8)
   axes[1].set_ylabel("params + grads + state (GiB, fp32)")
@@ -232,19 +244,35 @@ def plot_batch_sizes(summary: dict[str, Any], path: pathlib.Path):
       if s is None:
         continue
       xpos = i + (k - (len(batches) - 1) / 2) * width
-      ax.bar(xpos, s["mean"], width, color=_color(opt), alpha=shades[k],
-             yerr=[[s["mean"] - s["min"]], [s["max"] - s["mean"]]], capsize=3,
-             label=f"batch {b}" if i == 0 else None)
+      ax.bar(
+        xpos,
+        s["mean"],
+        width,
+        color=_color(opt),
+        alpha=shades[k],
+        yerr=[[s["mean"] - s["min"]], [s["max"] - s["mean"]]],
+        capsize=3,
+        label=f"batch {b}" if i == 0 else None,
+      )
       ax.text(xpos, s["max"], f"{s['mean']:.3f}", ha="center", va="bottom", fontsize=7)
   ax.set_xticks(range(len(opts)), [_label(o) for o in opts])
-  lo = min(summary["results"][f"{b}/{o}"]["heldout_loss"]["min"] for b in batches for o in opts
-           if summary["results"][f"{b}/{o}"].get("heldout_loss"))
-  hi = max(summary["results"][f"{b}/{o}"]["heldout_loss"]["max"] for b in batches for o in opts
-           if summary["results"][f"{b}/{o}"].get("heldout_loss"))
+  lo = min(
+    summary["results"][f"{b}/{o}"]["heldout_loss"]["min"]
+    for b in batches
+    for o in opts
+    if summary["results"][f"{b}/{o}"].get("heldout_loss")
+  )
+  hi = max(
+    summary["results"][f"{b}/{o}"]["heldout_loss"]["max"]
+    for b in batches
+    for o in opts
+    if summary["results"][f"{b}/{o}"].get("heldout_loss")
+  )
   ax.set_ylim(lo - 0.3 * (hi - lo + 1e-3), hi + 0.3 * (hi - lo + 1e-3))
   ax.set_ylabel("final held-out loss")
-  ax.set_title(f"same {summary['steps']} steps, batch " + " vs ".join(map(str, batches))
-               + " (light to dark)", fontsize=9)
+  ax.set_title(
+    f"same {summary['steps']} steps, batch " + " vs ".join(map(str, batches)) + " (light to dark)", fontsize=9
+  )
   ax.grid(alpha=0.3, axis="y")
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -48,9 +48,14 @@ def memory(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str, Any]
     opt_cfg = runs.optimizer_config(p.optimizer, config.variants, opt)
     compared[opt] = shapes.num_bytes(jax.eval_shape(registry.make(opt_cfg).init, params))
   big = shapes.param_shapes(config.memory_model)
-  return {"model": f"{p.model.name}:{p.model.preset}", "param_bytes": param_bytes, "state_bytes": compared,
-          "reference_model": config.memory_model, "reference_param_bytes": shapes.num_bytes(big),
-          "reference_state_bytes": memory_lib.state_bytes(big)}
+  return {
+    "model": f"{p.model.name}:{p.model.preset}",
+    "param_bytes": param_bytes,
+    "state_bytes": compared,
+    "reference_model": config.memory_model,
+    "reference_param_bytes": shapes.num_bytes(big),
+    "reference_state_bytes": memory_lib.state_bytes(big),
+  }
 
 
 def context_free_loss(config: ml_collections.ConfigDict, tokenizer, max_batches: int = 2000) -> Optional[float]:
@@ -73,46 +78,70 @@ def context_free_loss(config: ml_collections.ConfigDict, tokenizer, max_batches:
   return objectives.cross_entropy(log_probs, heldout)
 
 
-def summarize(config: ml_collections.ConfigDict, records: list[dict[str, Any]], chosen: dict[str, dict[str, Any]],
-              mem: dict[str, Any], *, wall_s: float, reference_loss: Optional[float] = None,
-              command: str = "") -> dict[str, Any]:
+def summarize(
+  config: ml_collections.ConfigDict,
+  records: list[dict[str, Any]],
+  chosen: dict[str, dict[str, Any]],
+  mem: dict[str, Any],
+  *,
+  wall_s: float,
+  reference_loss: Optional[float] = None,
+  command: str = "",
+) -> dict[str, Any]:
   """The comparison's summary: per batch size and optimizer the kept rate and the full runs' statistics, with
   the held-out loss minus the first optimizer's on the same seed (same data, same masks: a paired difference)."""
   results = {}
-  full_runs = lambda b, opt: [r for r in records if r["phase"] == "full" and r["batch_size"] == b
-                              and r["optimizer"] == opt]
+  full_runs = lambda b, opt: [
+    r for r in records if r["phase"] == "full" and r["batch_size"] == b and r["optimizer"] == opt
+  ]
   for b in config.batch_sizes:
     base = {r["seed"]: r["heldout_loss"] for r in full_runs(b, config.optimizers[0])}
     for opt in config.optimizers:
       full = full_runs(b, opt)
-      results[f"{b}/{opt}"] = {"batch_size": b, "optimizer": opt, **chosen[f"{b}/{opt}"],
-                               "tokens_seen": full[0]["tokens_seen"] if full else 0,
-                               "steps": full[0]["steps"] if full else 0, **runs.aggregate(full)}
-      deltas = [r["heldout_loss"] - base[r["seed"]] for r in full
-                if r["heldout_loss"] is not None and base.get(r["seed"]) is not None]
+      results[f"{b}/{opt}"] = {
+        "batch_size": b,
+        "optimizer": opt,
+        **chosen[f"{b}/{opt}"],
+        "tokens_seen": full[0]["tokens_seen"] if full else 0,
+        "steps": full[0]["steps"] if full else 0,
+        **runs.aggregate(full),
+      }
+      deltas = [
+        r["heldout_loss"] - base[r["seed"]]
+        for r in full
+        if r["heldout_loss"] is not None and base.get(r["seed"]) is not None
+      ]
       if opt != config.optimizers[0] and deltas:
-        results[f"{b}/{opt}"]["paired_delta"] = {"vs": config.optimizers[0], "mean": float(np.mean(deltas)),
-                                                 "min": float(np.min(deltas)), "max": float(np.max(deltas)),
-                                                 "n": len(deltas)}
+        results[f"{b}/{opt}"]["paired_delta"] = {
+          "vs": config.optimizers[0],
+          "mean": float(np.mean(deltas)),
+          "min": float(np.min(deltas)),
+          "max": float(np.max(deltas)),
+          "n": len(deltas),
+        }
   return {
-      "name": config.name,
-      "command": command,
-      "device": jax.devices()[0].device_kind,
-      "model": f"{config.pretrain.model.name}:{config.pretrain.model.preset}",
-      "objective": config.pretrain.data.objective,
-      "seq_len": config.pretrain.data.seq_len,
-      "steps": config.steps, "sweep_steps": config.sweep.steps, "seeds": list(config.seeds),
-      "batch_sizes": list(config.batch_sizes),
-      "results": results, "memory": mem,
-      "reference_loss": reference_loss,  # context-free held-out loss (see context_free_loss)
-      "wall_s": wall_s,
-      "run_wall_s": sum(r["wall_s"] for r in records),
-      "config": json.loads(config.to_json_best_effort()),
+    "name": config.name,
+    "command": command,
+    "device": jax.devices()[0].device_kind,
+    "model": f"{config.pretrain.model.name}:{config.pretrain.model.preset}",
+    "objective": config.pretrain.data.objective,
+    "seq_len": config.pretrain.data.seq_len,
+    "steps": config.steps,
+    "sweep_steps": config.sweep.steps,
+    "seeds": list(config.seeds),
+    "batch_sizes": list(config.batch_sizes),
+    "results": results,
+    "memory": mem,
+    "reference_loss": reference_loss,  # context-free held-out loss (see context_free_loss)
+    "wall_s": wall_s,
+    "run_wall_s": sum(r["wall_s"] for r in records),
+    "config": json.loads(config.to_json_best_effort()),
   }
 
 
-def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str, *,
-                   command: str = "") -> dict[str, Any]:
+def run_comparison(
+  config: ml_collections.ConfigDict, workdir: str, out_dir: str, *, command: str = ""
+) -> dict[str, Any]:
   """Sweeps, full runs, tables and plots for `config`; returns the summary.
 
   Args:
@@ -129,8 +158,10 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
   root, out = pathlib.Path(workdir), pathlib.Path(out_dir)
   for b in config.batch_sizes:
     if b % config.pretrain.data.batch_size:
-      raise ValueError(f"config.batch_sizes: {b} is not a multiple of the micro-batch "
-                       f"config.pretrain.data.batch_size={config.pretrain.data.batch_size}.")
+      raise ValueError(
+        f"config.batch_sizes: {b} is not a multiple of the micro-batch "
+        f"config.pretrain.data.batch_size={config.pretrain.data.batch_size}."
+      )
   runs.check_optimizers(config)
   root.mkdir(parents=True, exist_ok=True)
   out.mkdir(parents=True, exist_ok=True)
@@ -142,8 +173,17 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
 
   def run(phase, b, opt, lr, seed, steps):
     name = f"{phase}_b{b}_{opt}_lr{lr:g}_s{seed}"
-    r = runs.run_one(config, root / "runs" / name, phase=phase, optimizer=opt, learning_rate=lr, batch_size=b,
-                     seed=seed, steps=steps, tokenizer_path=tokenizer_path)
+    r = runs.run_one(
+      config,
+      root / "runs" / name,
+      phase=phase,
+      optimizer=opt,
+      learning_rate=lr,
+      batch_size=b,
+      seed=seed,
+      steps=steps,
+      tokenizer_path=tokenizer_path,
+    )
     log.info("%s", runs.describe(r))
     records.append(r)
     return r
@@ -152,8 +192,12 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
     for opt in config.optimizers:
       grid = tuple(float(x) for x in config.learning_rates[opt])
       if len(grid) == 1:  # nothing to choose
-        chosen[f"{b}/{opt}"] = {"learning_rate": grid[0], "sweep_heldout_loss": None, "grid": list(grid),
-                                "at_grid_edge": None}
+        chosen[f"{b}/{opt}"] = {
+          "learning_rate": grid[0],
+          "sweep_heldout_loss": None,
+          "grid": list(grid),
+          "at_grid_edge": None,
+        }
         continue
       run_rate = lambda lr, b=b, opt=opt: run("sweep", b, opt, lr, config.sweep.seed, config.sweep.steps)
       chosen[f"{b}/{opt}"] = runs.sweep_rates(run_rate, grid, int(config.sweep.extend))
@@ -161,9 +205,15 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str, out_dir: str
       for opt in config.optimizers:
         run("full", b, opt, chosen[f"{b}/{opt}"]["learning_rate"], seed, config.steps)
 
-  summary = summarize(config, records, chosen, memory(config, tokenizer.vocab_size),
-                      reference_loss=context_free_loss(config, tokenizer), wall_s=time.perf_counter() - t_start,
-                      command=command)
+  summary = summarize(
+    config,
+    records,
+    chosen,
+    memory(config, tokenizer.vocab_size),
+    reference_loss=context_free_loss(config, tokenizer),
+    wall_s=time.perf_counter() - t_start,
+    command=command,
+  )
   report.write_outputs(summary, records, out)
   log.info("Done in %.0f s; results in %s", summary["wall_s"], out)
   return summary

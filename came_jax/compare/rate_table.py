@@ -23,10 +23,16 @@ def pretraining_rows(summary: dict[str, Any]) -> list[list[str]]:
     adamw = res.get("adamw", {}).get("learning_rate")
     for opt, r in res.items():
       loss = r.get("heldout_loss", {}).get("mean")
-      rows.append([summary["model"], f"{summary['steps']} steps × {b}", opt,
-                   f"{r['learning_rate']:g}{report.EDGE_ARROW.get(r.get('at_grid_edge'), '')}",
-                   f"{r['learning_rate'] / adamw:.2g}×" if adamw else "–",
-                   "–" if loss is None else f"held-out loss {loss:.3f}"])
+      rows.append(
+        [
+          summary["model"],
+          f"{summary['steps']} steps × {b}",
+          opt,
+          f"{r['learning_rate']:g}{report.EDGE_ARROW.get(r.get('at_grid_edge'), '')}",
+          f"{r['learning_rate'] / adamw:.2g}×" if adamw else "–",
+          "–" if loss is None else f"held-out loss {loss:.3f}",
+        ]
+      )
   return rows
 
 
@@ -40,11 +46,16 @@ def glue_rows(summary: dict[str, Any]) -> list[list[str]]:
       c = summary["chosen"][opt].get(task, {})
       if c.get("learning_rate") is None:
         continue
-      rows.append([f"{summary['model'].split(' (')[0]}, GLUE {task}",
-                   f"{glue['epochs']} epochs × {glue['batch_size']} ({c['num_train']} examples)", opt,
-                   f"{c['learning_rate']:g}{report.EDGE_ARROW.get(c.get('at_grid_edge'), '')}",
-                   f"{c['learning_rate'] / adamw:.2g}×" if adamw else "–",
-                   f"dev {c['metric']} {100 * c['median']:.1f}"])
+      rows.append(
+        [
+          f"{summary['model'].split(' (')[0]}, GLUE {task}",
+          f"{glue['epochs']} epochs × {glue['batch_size']} ({c['num_train']} examples)",
+          opt,
+          f"{c['learning_rate']:g}{report.EDGE_ARROW.get(c.get('at_grid_edge'), '')}",
+          f"{c['learning_rate'] / adamw:.2g}×" if adamw else "–",
+          f"dev {c['metric']} {100 * c['median']:.1f}",
+        ]
+      )
   return rows
 
 
@@ -66,5 +77,8 @@ def table(folders: Sequence[pathlib.Path]) -> str:
 
 def comparing_adamw(results: pathlib.Path) -> list[pathlib.Path]:
   """The `compare_*` folders of `results` with a summary whose optimizers include AdamW, sorted."""
-  return [f for f in sorted(results.glob("compare_*")) if (f / "summary.json").exists()
-          and "adamw" in json.loads((f / "summary.json").read_text())["config"]["optimizers"]]
+  return [
+    f
+    for f in sorted(results.glob("compare_*"))
+    if (f / "summary.json").exists() and "adamw" in json.loads((f / "summary.json").read_text())["config"]["optimizers"]
+  ]

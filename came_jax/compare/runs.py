@@ -27,13 +27,21 @@ from came_jax.train import trainer
 
 log = logging.getLogger(__name__)
 
-METRICS = ("heldout_loss", "heldout_accuracy", "heldout_perplexity", "final_train_loss", "final_train_accuracy",
-           "train_s", "tokens_per_sec")
+METRICS = (
+  "heldout_loss",
+  "heldout_accuracy",
+  "heldout_perplexity",
+  "final_train_loss",
+  "final_train_accuracy",
+  "train_s",
+  "tokens_per_sec",
+)
 
 
 # ------------------------------------------------------------------------------------------------ one run
-def optimizer_config(base: ml_collections.ConfigDict, variants: ml_collections.ConfigDict,
-                     optimizer: str) -> ml_collections.ConfigDict:
+def optimizer_config(
+  base: ml_collections.ConfigDict, variants: ml_collections.ConfigDict, optimizer: str
+) -> ml_collections.ConfigDict:
   """A copy of `base` (a registry config) set to `optimizer`.
 
   Args:
@@ -58,12 +66,23 @@ def check_optimizers(config: ml_collections.ConfigDict) -> None:
   for opt in config.optimizers:
     known = opt in registry.OPTIMIZERS or config.variants.get(opt) is not None
     if not known or not config.learning_rates.get(opt):
-      raise ValueError(f"config.optimizers: {opt!r} needs a known name {registry.OPTIMIZERS} or a label of "
-                       f"config.variants {tuple(config.variants)}, and a grid config.learning_rates.{opt}.")
+      raise ValueError(
+        f"config.optimizers: {opt!r} needs a known name {registry.OPTIMIZERS} or a label of "
+        f"config.variants {tuple(config.variants)}, and a grid config.learning_rates.{opt}."
+      )
 
 
-def run_config(config: ml_collections.ConfigDict, *, phase: str, optimizer: str, learning_rate: float,
-               batch_size: int, seed: int, steps: int, tokenizer_path: str) -> ml_collections.ConfigDict:
+def run_config(
+  config: ml_collections.ConfigDict,
+  *,
+  phase: str,
+  optimizer: str,
+  learning_rate: float,
+  batch_size: int,
+  seed: int,
+  steps: int,
+  tokenizer_path: str,
+) -> ml_collections.ConfigDict:
   """`config.pretrain` with this run's optimizer, rate, batch size, seed, step count (and sweep evaluations)."""
   c = copy.deepcopy(config.pretrain)
   c.optimizer = optimizer_config(config.pretrain.optimizer, config.variants, optimizer)
@@ -80,18 +99,39 @@ def run_config(config: ml_collections.ConfigDict, *, phase: str, optimizer: str,
 
 def curve_rows(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   """A run's logged rows (`metrics.read_rows`) as curve rows: training (`split='train'`) and held-out rows."""
-  return [{"split": r["split"], "step": int(r["step"]), "tokens_seen": r.get("tokens_seen"),
-           "elapsed_s": r.get("elapsed_s"), "loss": r.get("loss"), "accuracy": r.get("accuracy"),
-           "perplexity": r.get("perplexity"), "lr_now": r.get("learning_rate"), "grad_norm": r.get("grad_norm"),
-           "tokens_per_sec": r.get("tokens_per_sec")} for r in metrics_lib.read_rows(workdir)]
+  return [
+    {
+      "split": r["split"],
+      "step": int(r["step"]),
+      "tokens_seen": r.get("tokens_seen"),
+      "elapsed_s": r.get("elapsed_s"),
+      "loss": r.get("loss"),
+      "accuracy": r.get("accuracy"),
+      "perplexity": r.get("perplexity"),
+      "lr_now": r.get("learning_rate"),
+      "grad_norm": r.get("grad_norm"),
+      "tokens_per_sec": r.get("tokens_per_sec"),
+    }
+    for r in metrics_lib.read_rows(workdir)
+  ]
 
 
 def _finite(x) -> Optional[float]:
   return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, phase: str, optimizer: str,
-            learning_rate: float, batch_size: int, seed: int, steps: int, tokenizer_path: str) -> dict[str, Any]:
+def run_one(
+  config: ml_collections.ConfigDict,
+  workdir: pathlib.Path,
+  *,
+  phase: str,
+  optimizer: str,
+  learning_rate: float,
+  batch_size: int,
+  seed: int,
+  steps: int,
+  tokenizer_path: str,
+) -> dict[str, Any]:
   """Trains one run (or loads its finished record); returns its record with its curve rows under `curves`.
 
   A run stopped by `config.pretrain.max_consecutive_nonfinite` non-finite gradients is recorded as diverged.
@@ -103,8 +143,16 @@ def run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, phase: 
     return json.loads(record_path.read_text())
   shutil.rmtree(workdir, ignore_errors=True)  # an unfinished attempt: start the run afresh
   workdir.mkdir(parents=True)
-  cfg = run_config(config, phase=phase, optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
-                   seed=seed, steps=steps, tokenizer_path=tokenizer_path)
+  cfg = run_config(
+    config,
+    phase=phase,
+    optimizer=optimizer,
+    learning_rate=learning_rate,
+    batch_size=batch_size,
+    seed=seed,
+    steps=steps,
+    tokenizer_path=tokenizer_path,
+  )
   t0 = time.perf_counter()
   summary: dict[str, Any] = {}
   diverged = False
@@ -117,19 +165,27 @@ def run_one(config: ml_collections.ConfigDict, workdir: pathlib.Path, *, phase: 
   curves = curve_rows(workdir) if (workdir / "metrics.jsonl").exists() else []
   train_rows = [r for r in curves if r["split"] == "train"]
   tail = [r for r in train_rows if r["step"] > 0.9 * steps] or train_rows[-1:]
-  mean = lambda key: (float(np.mean([r[key] for r in tail])) if tail and tail[0].get(key) is not None else None)
+  mean = lambda key: float(np.mean([r[key] for r in tail])) if tail and tail[0].get(key) is not None else None
   tps = [r["tokens_per_sec"] for r in train_rows[1:] if r["tokens_per_sec"]]  # the first interval compiles
   heldout = _finite(summary.get("heldout_loss"))
   record = {
-      "phase": phase, "batch_size": batch_size, "optimizer": optimizer, "learning_rate": learning_rate,
-      "seed": seed, "steps": summary.get("steps", 0), "tokens_seen": summary.get("tokens_seen", 0),
-      "diverged": diverged or heldout is None,
-      "heldout_loss": heldout, "heldout_accuracy": _finite(summary.get("heldout_accuracy")),
-      "heldout_perplexity": _finite(summary.get("heldout_perplexity")),
-      "final_train_loss": mean("loss"), "final_train_accuracy": mean("accuracy"),
-      "train_s": summary.get("elapsed_s"), "wall_s": wall,
-      "tokens_per_sec": float(np.median(tps)) if tps else None,
-      "curves": curves,
+    "phase": phase,
+    "batch_size": batch_size,
+    "optimizer": optimizer,
+    "learning_rate": learning_rate,
+    "seed": seed,
+    "steps": summary.get("steps", 0),
+    "tokens_seen": summary.get("tokens_seen", 0),
+    "diverged": diverged or heldout is None,
+    "heldout_loss": heldout,
+    "heldout_accuracy": _finite(summary.get("heldout_accuracy")),
+    "heldout_perplexity": _finite(summary.get("heldout_perplexity")),
+    "final_train_loss": mean("loss"),
+    "final_train_accuracy": mean("accuracy"),
+    "train_s": summary.get("elapsed_s"),
+    "wall_s": wall,
+    "tokens_per_sec": float(np.median(tps)) if tps else None,
+    "curves": curves,
   }
   if not config.keep_checkpoints:
     shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
@@ -145,8 +201,10 @@ def describe(r: dict[str, Any]) -> str:
   'full  batch   16 came      lr 0.001    seed 0: held-out loss 4.2500, 300 steps, 61s'
   """
   ho = "diverged" if r["diverged"] else f"held-out loss {r['heldout_loss']:.4f}"
-  return (f"{r['phase']:5s} batch {r['batch_size']:4d} {r['optimizer']:9s} lr {r['learning_rate']:<8g} "
-          f"seed {r['seed']}: {ho}, {r['steps']} steps, {r['wall_s']:.0f}s")
+  return (
+    f"{r['phase']:5s} batch {r['batch_size']:4d} {r['optimizer']:9s} lr {r['learning_rate']:<8g} "
+    f"seed {r['seed']}: {ho}, {r['steps']} steps, {r['wall_s']:.0f}s"
+  )
 
 
 # -------------------------------------------------------------------------------------------------- rates
@@ -173,8 +231,12 @@ def choose_rate(sweep: list[dict[str, Any]], grid: tuple[float, ...]) -> dict[st
   """
   key = lambda r: (r["heldout_loss"] if not r["diverged"] else math.inf, r["learning_rate"])
   best = min(sweep, key=key)
-  return {"learning_rate": best["learning_rate"], "sweep_heldout_loss": best["heldout_loss"], "grid": sorted(grid),
-          "at_grid_edge": grid_edge(best["learning_rate"], grid)}
+  return {
+    "learning_rate": best["learning_rate"],
+    "sweep_heldout_loss": best["heldout_loss"],
+    "grid": sorted(grid),
+    "at_grid_edge": grid_edge(best["learning_rate"], grid),
+  }
 
 
 def sweep_rates(run_rate: Callable[[float], dict[str, Any]], grid: tuple[float, ...], extend: int) -> dict[str, Any]:
@@ -209,7 +271,12 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
   for m in METRICS:
     vals = [r[m] for r in records if r.get(m) is not None]
     if vals:
-      out[m] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                "min": float(np.min(vals)), "max": float(np.max(vals)), "n": len(vals)}
+      out[m] = {
+        "mean": float(np.mean(vals)),
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "min": float(np.min(vals)),
+        "max": float(np.max(vals)),
+        "n": len(vals),
+      }
   out["diverged"] = sum(bool(r["diverged"]) for r in records)
   return out

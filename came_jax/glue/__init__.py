@@ -1,6 +1,6 @@
 """GLUE: task files and readers (`tasks`), numpy metrics (`metrics`), fine-tuning (`finetune`), reports (`report`).
 
-  python -m experiments.finetune_glue --config configs/glue.py --config.pretrained=RUN_DIR --workdir OUT
+python -m experiments.finetune_glue --config configs/glue.py --config.pretrained=RUN_DIR --workdir OUT
 """
 
 from came_jax.glue.finetune import finetune_and_evaluate

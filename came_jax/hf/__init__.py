@@ -56,6 +56,7 @@ def get(model_name: str) -> ModuleType:
     ValueError: naming the model when it has no conversion.
   """
   if model_name not in names():
-    raise ValueError(f"model {model_name!r} has no Hugging Face conversion (came_jax/hf/{model_name}.py; known: "
-                     f"{', '.join(names())}).")
+    raise ValueError(
+      f"model {model_name!r} has no Hugging Face conversion (came_jax/hf/{model_name}.py; known: {', '.join(names())})."
+    )
   return importlib.import_module(f"{__name__}.{model_name}")

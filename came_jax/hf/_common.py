@@ -65,6 +65,8 @@ def one_dropout_rate(hf_config: Mapping[str, Any], keys: tuple[str, ...], defaul
   first = keys[0]
   for key, rate in rates.items():
     if rate != rates[first]:
-      raise ValueError(f"Hugging Face config {key}={rate!r} cannot be represented: it differs from "
-                       f"{first}={rates[first]!r}, and our model has one dropout_rate")
+      raise ValueError(
+        f"Hugging Face config {key}={rate!r} cannot be represented: it differs from "
+        f"{first}={rates[first]!r}, and our model has one dropout_rate"
+      )
   return float(rates[first])

@@ -42,11 +42,15 @@ def unsupported_features(cfg: bert.Config, *, classifier: bool = False) -> list[
   if cfg.pre_ln:
     problems.append("pre-LN blocks with a final LayerNorm (pre_ln=True; Hugging Face BERT is post-LN)")
   if cfg.glu:
-    problems.append(f"gated-GELU feed-forward (glu=True: wi is [d, 2*ffn_dim] = [{cfg.hidden_dim}, "
-                    f"{2 * cfg.ffn_dim}], gelu(gate) * x; Hugging Face BERT has a plain GELU MLP)")
+    problems.append(
+      f"gated-GELU feed-forward (glu=True: wi is [d, 2*ffn_dim] = [{cfg.hidden_dim}, "
+      f"{2 * cfg.ffn_dim}], gelu(gate) * x; Hugging Face BERT has a plain GELU MLP)"
+    )
   if not classifier and not cfg.head_transform:
-    problems.append("no MLM head transform (head_transform=False; BertForMaskedLM always applies dense + "
-                    "GELU + LayerNorm before the decoder)")
+    problems.append(
+      "no MLM head transform (head_transform=False; BertForMaskedLM always applies dense + "
+      "GELU + LayerNorm before the decoder)"
+    )
   return problems
 
 
@@ -54,11 +58,13 @@ def _check(cfg: bert.Config, classifier: bool) -> None:
   problems = unsupported_features(cfg, classifier=classifier)
   if problems:
     raise _common.UnsupportedLayoutError(
-        "this BERT layout (crammed BERT) has no Hugging Face equivalent: " + "; ".join(problems)
-        + ". Only the original layout (e.g. preset 'bert-base-original') exports to BertForMaskedLM / "
-        "BertForSequenceClassification. (Without biases, with scaled sinusoidal positions, without token types "
-        "or decoder bias would be fine: those are written as zero biases, a baked position table, a zero "
-        "token-type row and a zero decoder bias.)")
+      "this BERT layout (crammed BERT) has no Hugging Face equivalent: "
+      + "; ".join(problems)
+      + ". Only the original layout (e.g. preset 'bert-base-original') exports to BertForMaskedLM / "
+      "BertForSequenceClassification. (Without biases, with scaled sinusoidal positions, without token types "
+      "or decoder bias would be fine: those are written as zero biases, a baked position table, a zero "
+      "token-type row and a zero decoder bias.)"
+    )
 
 
 def _is_classifier(params: Any) -> bool:
@@ -74,16 +80,23 @@ def config_to_hf(cfg: bert.Config, params: Any = None) -> dict[str, Any]:
   classifier = _is_classifier(params)
   _check(cfg, classifier)
   config = {
-      "architectures": ["BertForSequenceClassification" if classifier else "BertForMaskedLM"],
-      "model_type": "bert",
-      "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_dim, "num_hidden_layers": cfg.num_layers,
-      "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.ffn_dim, "hidden_act": "gelu",
-      **{key: cfg.dropout_rate for key in _DROPOUTS},
-      "max_position_embeddings": cfg.max_len, "type_vocab_size": max(cfg.type_vocab_size, 1),
-      "layer_norm_eps": cfg.layer_norm_eps, "initializer_range": cfg.init_std,
-      "pad_token_id": tokenizer_lib.PAD_ID, "tie_word_embeddings": True,
-      "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
-      "label2id": {f"LABEL_{i}": i for i in range(cfg.num_labels)},
+    "architectures": ["BertForSequenceClassification" if classifier else "BertForMaskedLM"],
+    "model_type": "bert",
+    "vocab_size": cfg.vocab_size,
+    "hidden_size": cfg.hidden_dim,
+    "num_hidden_layers": cfg.num_layers,
+    "num_attention_heads": cfg.num_heads,
+    "intermediate_size": cfg.ffn_dim,
+    "hidden_act": "gelu",
+    **{key: cfg.dropout_rate for key in _DROPOUTS},
+    "max_position_embeddings": cfg.max_len,
+    "type_vocab_size": max(cfg.type_vocab_size, 1),
+    "layer_norm_eps": cfg.layer_norm_eps,
+    "initializer_range": cfg.init_std,
+    "pad_token_id": tokenizer_lib.PAD_ID,
+    "tie_word_embeddings": True,
+    "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
+    "label2id": {f"LABEL_{i}": i for i in range(cfg.num_labels)},
   }
   if classifier:
     config["problem_type"] = "regression" if cfg.num_labels == 1 else "single_label_classification"
@@ -102,38 +115,55 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> bert.Config:
   """
   _common.check_model_type(hf_config, "bert")
   _common.expect(hf_config, "hidden_act", ("gelu",), "gelu", "our original-layout BERT uses the erf GELU")
-  _common.expect(hf_config, "position_embedding_type", ("absolute",), "absolute",
-                 "our original-layout BERT has learned absolute positions")
+  _common.expect(
+    hf_config,
+    "position_embedding_type",
+    ("absolute",),
+    "absolute",
+    "our original-layout BERT has learned absolute positions",
+  )
   _common.expect(hf_config, "is_decoder", (False,), False, "our BERT is an encoder")
   _common.expect(hf_config, "add_cross_attention", (False,), False, "our BERT has no cross-attention")
   _common.expect(hf_config, "tie_word_embeddings", (True,), True, "our MLM decoder is tied to the word embeddings")
-  problem = _common.expect(hf_config, "problem_type", _PROBLEM_TYPES, None,
-                           "our classifier is single-label (softmax) or a regression (num_labels == 1)")
+  problem = _common.expect(
+    hf_config,
+    "problem_type",
+    _PROBLEM_TYPES,
+    None,
+    "our classifier is single-label (softmax) or a regression (num_labels == 1)",
+  )
   dropout = _common.one_dropout_rate(hf_config, _DROPOUTS, 0.1)
-  _common.expect(hf_config, "classifier_dropout", (None, dropout), None,
-                 f"our pooled-output dropout is the one dropout_rate ({dropout})")
+  _common.expect(
+    hf_config,
+    "classifier_dropout",
+    (None, dropout),
+    None,
+    f"our pooled-output dropout is the one dropout_rate ({dropout})",
+  )
   num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 2)
   if problem is not None and (problem == "regression") != (num_labels == 1):
-    raise ValueError(f"Hugging Face config problem_type={problem!r} cannot be represented with {num_labels} "
-                     "labels: our classifier is a regression exactly when num_labels == 1")
+    raise ValueError(
+      f"Hugging Face config problem_type={problem!r} cannot be represented with {num_labels} "
+      "labels: our classifier is a regression exactly when num_labels == 1"
+    )
   return bert.Config(
-      vocab_size=hf_config.get("vocab_size", 30522),
-      hidden_dim=hf_config.get("hidden_size", 768),
-      num_layers=hf_config.get("num_hidden_layers", 12),
-      num_heads=hf_config.get("num_attention_heads", 12),
-      ffn_dim=hf_config.get("intermediate_size", 3072),
-      max_len=hf_config.get("max_position_embeddings", 512),
-      type_vocab_size=hf_config.get("type_vocab_size", 2),
-      pre_ln=False,
-      use_bias=True,
-      glu=False,
-      position_embedding="learned",
-      decoder_bias=True,
-      head_transform=True,
-      num_labels=num_labels,
-      dropout_rate=dropout,
-      layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
-      init_std=hf_config.get("initializer_range", 0.02),
+    vocab_size=hf_config.get("vocab_size", 30522),
+    hidden_dim=hf_config.get("hidden_size", 768),
+    num_layers=hf_config.get("num_hidden_layers", 12),
+    num_heads=hf_config.get("num_attention_heads", 12),
+    ffn_dim=hf_config.get("intermediate_size", 3072),
+    max_len=hf_config.get("max_position_embeddings", 512),
+    type_vocab_size=hf_config.get("type_vocab_size", 2),
+    pre_ln=False,
+    use_bias=True,
+    glu=False,
+    position_embedding="learned",
+    decoder_bias=True,
+    head_transform=True,
+    num_labels=num_labels,
+    dropout_rate=dropout,
+    layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
+    init_std=hf_config.get("initializer_range", 0.02),
   )
 
 
@@ -167,8 +197,9 @@ def to_hf(params: Any, cfg: bert.Config) -> dict[str, np.ndarray]:
   else:  # scaled sinusoidal: a fixed table times one learned scalar, baked into the learned table
     table = bert._sinusoids(cfg.max_len, d)  # pylint: disable=protected-access
     sd[f"{e}.position_embeddings.weight"] = to_numpy(table * to_numpy(emb["position_scale"]))
-  sd[f"{e}.token_type_embeddings.weight"] = (to_numpy(emb["token_type_embeddings"]["embedding"])
-                                             if cfg.type_vocab_size else np.zeros((1, d), np.float32))
+  sd[f"{e}.token_type_embeddings.weight"] = (
+    to_numpy(emb["token_type_embeddings"]["embedding"]) if cfg.type_vocab_size else np.zeros((1, d), np.float32)
+  )
   norm(f"{e}.LayerNorm", emb["norm"])
   for i in range(cfg.num_layers):
     layer, p = enc[f"layers_{i}"], f"bert.encoder.layer.{i}"
@@ -189,8 +220,9 @@ def to_hf(params: Any, cfg: bert.Config) -> dict[str, np.ndarray]:
   else:
     dense("cls.predictions.transform.dense", params["mlm_head"]["dense"], d)
     norm("cls.predictions.transform.LayerNorm", params["mlm_head"]["norm"])
-    sd["cls.predictions.bias"] = (to_numpy(params["decoder_bias"]) if cfg.decoder_bias
-                                  else np.zeros(cfg.vocab_size, np.float32))
+    sd["cls.predictions.bias"] = (
+      to_numpy(params["decoder_bias"]) if cfg.decoder_bias else np.zeros(cfg.vocab_size, np.float32)
+    )
   return sd
 
 
@@ -217,11 +249,11 @@ def from_hf(state_dict: Mapping[str, Any], cfg: bert.Config) -> dict:
 
   emb = "embeddings"
   encoder = {
-      "embeddings": {
-          "word_embeddings": {"embedding": sd[f"{emb}.word_embeddings.weight"]},
-          "position_embeddings": {"embedding": sd[f"{emb}.position_embeddings.weight"]},
-          "norm": norm(f"{emb}.LayerNorm"),
-      }
+    "embeddings": {
+      "word_embeddings": {"embedding": sd[f"{emb}.word_embeddings.weight"]},
+      "position_embeddings": {"embedding": sd[f"{emb}.position_embeddings.weight"]},
+      "norm": norm(f"{emb}.LayerNorm"),
+    }
   }
   if cfg.type_vocab_size:
     encoder["embeddings"]["token_type_embeddings"] = {"embedding": sd[f"{emb}.token_type_embeddings.weight"]}
@@ -229,26 +261,26 @@ def from_hf(state_dict: Mapping[str, Any], cfg: bert.Config) -> dict:
     p = f"encoder.layer.{i}"
     qkv = [dense(f"{p}.attention.self.{n}") for n in ("query", "key", "value")]
     encoder[f"layers_{i}"] = {
-        "attention": {
-            "qkv": {
-                "kernel": np.concatenate([d["kernel"] for d in qkv], axis=1),
-                "bias": np.concatenate([d["bias"] for d in qkv]),
-            },
-            "out": dense(f"{p}.attention.output.dense"),
+      "attention": {
+        "qkv": {
+          "kernel": np.concatenate([d["kernel"] for d in qkv], axis=1),
+          "bias": np.concatenate([d["bias"] for d in qkv]),
         },
-        "attention_norm": norm(f"{p}.attention.output.LayerNorm"),
-        "mlp": {"wi": dense(f"{p}.intermediate.dense"), "wo": dense(f"{p}.output.dense")},
-        "mlp_norm": norm(f"{p}.output.LayerNorm"),
+        "out": dense(f"{p}.attention.output.dense"),
+      },
+      "attention_norm": norm(f"{p}.attention.output.LayerNorm"),
+      "mlp": {"wi": dense(f"{p}.intermediate.dense"), "wo": dense(f"{p}.output.dense")},
+      "mlp_norm": norm(f"{p}.output.LayerNorm"),
     }
   if "classifier.weight" in sd:
     params = {"encoder": encoder, "pooler": dense("pooler.dense"), "classifier": dense("classifier")}
     return _common.checked(params, bert.init_classifier_params, cfg)
   params = {
-      "encoder": encoder,
-      "mlm_head": {
-          "dense": dense("cls.predictions.transform.dense"),
-          "norm": norm("cls.predictions.transform.LayerNorm"),
-      },
-      "decoder_bias": sd.get("cls.predictions.decoder.bias", sd.get("cls.predictions.bias")),
+    "encoder": encoder,
+    "mlm_head": {
+      "dense": dense("cls.predictions.transform.dense"),
+      "norm": norm("cls.predictions.transform.LayerNorm"),
+    },
+    "decoder_bias": sd.get("cls.predictions.decoder.bias", sd.get("cls.predictions.bias")),
   }
   return _common.checked(params, bert.init_params, cfg)

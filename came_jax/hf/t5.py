@@ -24,22 +24,22 @@ from came_jax.models import t5
 # Present in Hugging Face state dicts but not separate parameters here (tied copies of ``shared``, an unused
 # leftover).
 _HF_IGNORED = (
-    "encoder.embed_tokens.weight",
-    "decoder.embed_tokens.weight",
-    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
+  "encoder.embed_tokens.weight",
+  "decoder.embed_tokens.weight",
+  "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
 )
 
 
 def _hf_names(cfg: t5.Config) -> dict[tuple[str, ...], tuple[str, bool]]:
   """Our parameter path -> (Hugging Face ``T5ForConditionalGeneration`` state_dict key, whether to transpose)."""
   names: dict[tuple[str, ...], tuple[str, bool]] = {
-      ("shared", "embedding"): ("shared.weight", False),
-      ("lm_head", "kernel"): ("lm_head.weight", True),
+    ("shared", "embedding"): ("shared.weight", False),
+    ("lm_head", "kernel"): ("lm_head.weight", True),
   }
   for stack, n_layers in (("encoder", cfg.num_layers), ("decoder", cfg.n_decoder_layers)):
     names[(stack, "relative_attention_bias", "embedding")] = (
-        f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-        False,
+      f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+      False,
     )
     names[(stack, "final_norm", "scale")] = (f"{stack}.final_layer_norm.weight", False)
     for i in range(n_layers):
@@ -62,18 +62,27 @@ def config_to_hf(cfg: t5.Config, params: Any = None) -> dict[str, Any]:
   """The ``config.json`` of ``T5ForConditionalGeneration`` for ``cfg`` (``params`` unused: one architecture)."""
   del params
   return {
-      "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
-      "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.d_kv, "d_ff": cfg.d_ff,
-      "num_layers": cfg.num_layers, "num_decoder_layers": cfg.n_decoder_layers, "num_heads": cfg.num_heads,
-      "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
-      "relative_attention_max_distance": cfg.relative_attention_max_distance,
-      "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": cfg.layer_norm_epsilon,
-      "feed_forward_proj": "gated-gelu",
-      # T5.1.1: an untied head and no d_model**-0.5 rescaling before it; transformers reads this flag as
-      # "do not rescale" and keeps the separate lm_head.weight found in the checkpoint.
-      "tie_word_embeddings": False,
-      "pad_token_id": cfg.pad_id, "decoder_start_token_id": cfg.decoder_start_id,
-      "eos_token_id": tokenizer_lib.EOS_ID, "is_encoder_decoder": True,
+    "architectures": ["T5ForConditionalGeneration"],
+    "model_type": "t5",
+    "vocab_size": cfg.vocab_size,
+    "d_model": cfg.d_model,
+    "d_kv": cfg.d_kv,
+    "d_ff": cfg.d_ff,
+    "num_layers": cfg.num_layers,
+    "num_decoder_layers": cfg.n_decoder_layers,
+    "num_heads": cfg.num_heads,
+    "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+    "relative_attention_max_distance": cfg.relative_attention_max_distance,
+    "dropout_rate": cfg.dropout_rate,
+    "layer_norm_epsilon": cfg.layer_norm_epsilon,
+    "feed_forward_proj": "gated-gelu",
+    # T5.1.1: an untied head and no d_model**-0.5 rescaling before it; transformers reads this flag as
+    # "do not rescale" and keeps the separate lm_head.weight found in the checkpoint.
+    "tie_word_embeddings": False,
+    "pad_token_id": cfg.pad_id,
+    "decoder_start_token_id": cfg.decoder_start_id,
+    "eos_token_id": tokenizer_lib.EOS_ID,
+    "is_encoder_decoder": True,
   }
 
 
@@ -93,32 +102,44 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> t5.Config:
   # transformers 5 records the rescaling as scale_decoder_outputs; older configs as tie_word_embeddings (True:
   # rescale), which transformers 5 then forces to True.
   if "scale_decoder_outputs" in hf_config:
-    _common.expect(hf_config, "scale_decoder_outputs", (False,), True,
-                   "our T5 v1.1 does not rescale the decoder output by d_model**-0.5 before its untied head")
+    _common.expect(
+      hf_config,
+      "scale_decoder_outputs",
+      (False,),
+      True,
+      "our T5 v1.1 does not rescale the decoder output by d_model**-0.5 before its untied head",
+    )
   else:
-    _common.expect(hf_config, "tie_word_embeddings", (False,), True,
-                   "our T5 v1.1 has an untied head without the d_model**-0.5 rescaling of a tied one")
+    _common.expect(
+      hf_config,
+      "tie_word_embeddings",
+      (False,),
+      True,
+      "our T5 v1.1 has an untied head without the d_model**-0.5 rescaling of a tied one",
+    )
   pad_id = hf_config.get("pad_token_id", 0)
   if not isinstance(pad_id, int):
-    raise ValueError(f"Hugging Face config pad_token_id={pad_id!r} cannot be represented: our T5 masks the "
-                     "encoder padding by one pad id")
+    raise ValueError(
+      f"Hugging Face config pad_token_id={pad_id!r} cannot be represented: our T5 masks the "
+      "encoder padding by one pad id"
+    )
   num_layers = hf_config.get("num_layers", 6)
   num_decoder_layers = hf_config.get("num_decoder_layers")
   decoder_start_id = hf_config.get("decoder_start_token_id")
   return t5.Config(
-      vocab_size=hf_config.get("vocab_size", 32128),
-      d_model=hf_config.get("d_model", 512),
-      d_kv=hf_config.get("d_kv", 64),
-      d_ff=hf_config.get("d_ff", 2048),
-      num_layers=num_layers,
-      num_decoder_layers=None if num_decoder_layers in (None, num_layers) else num_decoder_layers,
-      num_heads=hf_config.get("num_heads", 8),
-      relative_attention_num_buckets=hf_config.get("relative_attention_num_buckets", 32),
-      relative_attention_max_distance=hf_config.get("relative_attention_max_distance", 128),
-      dropout_rate=float(hf_config.get("dropout_rate", 0.1)),
-      layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-6),
-      pad_id=pad_id,
-      decoder_start_id=pad_id if decoder_start_id is None else decoder_start_id,
+    vocab_size=hf_config.get("vocab_size", 32128),
+    d_model=hf_config.get("d_model", 512),
+    d_kv=hf_config.get("d_kv", 64),
+    d_ff=hf_config.get("d_ff", 2048),
+    num_layers=num_layers,
+    num_decoder_layers=None if num_decoder_layers in (None, num_layers) else num_decoder_layers,
+    num_heads=hf_config.get("num_heads", 8),
+    relative_attention_num_buckets=hf_config.get("relative_attention_num_buckets", 32),
+    relative_attention_max_distance=hf_config.get("relative_attention_max_distance", 128),
+    dropout_rate=float(hf_config.get("dropout_rate", 0.1)),
+    layer_norm_epsilon=hf_config.get("layer_norm_epsilon", 1e-6),
+    pad_id=pad_id,
+    decoder_start_id=pad_id if decoder_start_id is None else decoder_start_id,
   )
 
 

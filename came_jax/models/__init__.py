@@ -64,8 +64,10 @@ def get(name: str) -> ModuleType:
     raise ValueError(f"config.model.name={name!r} is not a model (known: {', '.join(names())}).") from e
   missing = [a for a in PROTOCOL if not hasattr(module, a)]
   if missing:
-    raise ValueError(f"config.model.name={name!r}: {module.__name__} lacks {', '.join(missing)} of the model "
-                     "protocol (came_jax/models/__init__.py).")
+    raise ValueError(
+      f"config.model.name={name!r}: {module.__name__} lacks {', '.join(missing)} of the model "
+      "protocol (came_jax/models/__init__.py)."
+    )
   return module
 
 
@@ -101,8 +103,10 @@ def _field_type(hint: Any) -> type:
       return _field_type(args[0])
   if hint in _SCALARS or typing.get_origin(hint) is tuple or hint is tuple:
     return typing.get_origin(hint) or hint
-  raise TypeError(f"Config field type {hint!r} cannot be set from the command line; use bool, int, float, str or "
-                  "tuple (optionally | None).")
+  raise TypeError(
+    f"Config field type {hint!r} cannot be set from the command line; use bool, int, float, str or "
+    "tuple (optionally | None)."
+  )
 
 
 def config_section(name: str, preset: str, **fields: Any) -> ml_collections.ConfigDict:

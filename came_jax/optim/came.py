@@ -73,9 +73,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from came_jax.optim import partition
-from came_jax.optim import quantization
-from came_jax.optim import rounding
+from came_jax.optim import partition, quantization, rounding
 
 FactoringPolicy = Literal["last_two", "largest_two"]
 MomentumDtype = Literal["float32", "bfloat16", "int8"]
@@ -149,7 +147,7 @@ def _check_hyperparameter(name: str, value: Any, ok: Callable[[float], bool], re
 
 
 def _factored_axes(
-    shape: tuple[int, ...], policy: FactoringPolicy, min_dim_size_to_factor: int
+  shape: tuple[int, ...], policy: FactoringPolicy, min_dim_size_to_factor: int
 ) -> Optional[tuple[int, int]]:
   """The (row, col) axes a leaf's second moment is factored over, or None to keep it full."""
   if len(shape) < 2:
@@ -182,20 +180,20 @@ def _rms(x: jax.Array) -> jax.Array:
 
 
 def scale_by_came(
-    b1: Union[float, jax.Array] = 0.9,
-    b2: Union[float, jax.Array] = 0.999,
-    b3: Union[float, jax.Array] = 0.9999,
-    eps1: float = 1e-30,
-    eps2: float = 1e-16,
-    clip_threshold: float = 1.0,
-    *,
-    factoring: FactoringPolicy = "last_two",
-    min_dim_size_to_factor: Optional[int] = None,
-    momentum_dtype: MomentumDtype = "float32",
-    quantization_block_size: Optional[int] = None,
-    min_quantized_size: Optional[int] = None,
-    chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
-    bias_correction: bool = False,
+  b1: Union[float, jax.Array] = 0.9,
+  b2: Union[float, jax.Array] = 0.999,
+  b3: Union[float, jax.Array] = 0.9999,
+  eps1: float = 1e-30,
+  eps2: float = 1e-16,
+  clip_threshold: float = 1.0,
+  *,
+  factoring: FactoringPolicy = "last_two",
+  min_dim_size_to_factor: Optional[int] = None,
+  momentum_dtype: MomentumDtype = "float32",
+  quantization_block_size: Optional[int] = None,
+  min_quantized_size: Optional[int] = None,
+  chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
+  bias_correction: bool = False,
 ) -> optax.GradientTransformation:
   """Rescales updates with CAME's factored second moment and confidence correction (no learning rate).
 
@@ -253,9 +251,11 @@ def scale_by_came(
   min_dim_size_to_factor = 128 if min_dim_size_to_factor is None else min_dim_size_to_factor
   quantization_block_size = 256 if quantization_block_size is None else quantization_block_size
   min_quantized_size = 4096 if min_quantized_size is None else min_quantized_size
-  for name, value in (("min_dim_size_to_factor", min_dim_size_to_factor),
-                      ("quantization_block_size", quantization_block_size),
-                      ("min_quantized_size", min_quantized_size)):
+  for name, value in (
+    ("min_dim_size_to_factor", min_dim_size_to_factor),
+    ("quantization_block_size", quantization_block_size),
+    ("min_quantized_size", min_quantized_size),
+  ):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
       raise ValueError(f"CAME: `{name}` must be a positive integer, got {value!r}")
   if not isinstance(bias_correction, bool):
@@ -263,8 +263,7 @@ def scale_by_came(
 
   if chunk_bytes == "auto":
     chunk_bytes = 1 << 21 if jax.default_backend() == "cpu" and jax.device_count() == 1 else None
-  if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool)
-                                  or chunk_bytes < 1):
+  if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1):
     raise ValueError(f"CAME: `chunk_bytes` must be a positive integer, None or 'auto', got {chunk_bytes!r}")
 
   def rows_per_chunk(shape: tuple[int, ...]) -> int:
@@ -300,8 +299,8 @@ def scale_by_came(
     dtype = jnp.asarray(p).dtype if not hasattr(p, "dtype") else p.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
       raise TypeError(
-          f"CAME: parameter {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}; CAME needs real "
-          "floating-point parameters (integer and complex ones are not supported)."
+        f"CAME: parameter {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}; CAME needs real "
+        "floating-point parameters (integer and complex ones are not supported)."
       )
     shape = tuple(p.shape)
     lay = layout(shape)
@@ -312,12 +311,17 @@ def scale_by_came(
     else:
       mu = jnp.zeros(shape, jnp.bfloat16 if momentum_dtype == "bfloat16" else jnp.float32)
     if lay.axes is None:
-      stats = dict(v_row=placeholder(), v_col=placeholder(), v=jnp.zeros(shape, jnp.float32),
-                   r_row=placeholder(), r_col=placeholder())
+      stats = dict(
+        v_row=placeholder(),
+        v_col=placeholder(),
+        v=jnp.zeros(shape, jnp.float32),
+        r_row=placeholder(),
+        r_col=placeholder(),
+      )
     else:
       a, b = lay.axes
-      row = lambda: jnp.zeros(shape[:b] + shape[b + 1:], jnp.float32)  # noqa: E731
-      col = lambda: jnp.zeros(shape[:a] + shape[a + 1:], jnp.float32)  # noqa: E731
+      row = lambda: jnp.zeros(shape[:b] + shape[b + 1 :], jnp.float32)  # noqa: E731
+      col = lambda: jnp.zeros(shape[:a] + shape[a + 1 :], jnp.float32)  # noqa: E731
       stats = dict(v_row=row(), v_col=col(), v=placeholder(), r_row=row(), r_col=col())
     return _LeafUpdate(step=None, mu=mu, **stats)
 
@@ -325,9 +329,13 @@ def scale_by_came(
     leaves = jax.tree_util.tree_map_with_path(init_leaf, params)
     field = _fields_getter(leaves)
     return ScaleByCameState(
-        count=jnp.zeros([], jnp.int32),
-        mu=field("mu"), v_row=field("v_row"), v_col=field("v_col"), v=field("v"),
-        r_row=field("r_row"), r_col=field("r_col"),
+      count=jnp.zeros([], jnp.int32),
+      mu=field("mu"),
+      v_row=field("v_row"),
+      v_col=field("v_col"),
+      v=field("v"),
+      r_row=field("r_row"),
+      r_col=field("r_col"),
     )
 
   def init_fn(params):
@@ -339,8 +347,9 @@ def scale_by_came(
     named = lambda p: isinstance(getattr(p, "sharding", None), jax.sharding.NamedSharding)  # noqa: E731
     param_specs = jax.tree.map(lambda p: p.sharding.spec if named(p) else None, params)
     specs = partition.state_specs(zeros_state, params, param_specs)
-    shardings = jax.tree.map(lambda s: jax.sharding.NamedSharding(mesh, s), specs,
-                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    shardings = jax.tree.map(
+      lambda s: jax.sharding.NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+    )
     return jax.jit(zeros_state, out_shardings=shardings)(params)
 
   def coefficients(count: jax.Array) -> _Coefficients:
@@ -349,7 +358,7 @@ def scale_by_came(
     one = jnp.ones([], jnp.float32)
     if bias_correction:
       t = optax.safe_increment(count).astype(jnp.float32)  # updates taken, this one included
-      c1, c2, c3 = (1.0 - x ** t for x in b)
+      c1, c2, c3 = (1.0 - x**t for x in b)
       corrections = dict(v_scale=jnp.sqrt(c2), mu_scale=1.0 / c1, r_scale=jnp.sqrt(c3))
     else:
       corrections = dict(v_scale=one, mu_scale=one, r_scale=one)
@@ -363,10 +372,16 @@ def scale_by_came(
       grad = g.astype(jnp.float32)
       v = k.b2 * v + k.c2 * (jnp.square(grad) + eps1)
       u = grad * (jax.lax.rsqrt(v) * k.v_scale)
-      mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay,
-                    dither)
-      return _LeafUpdate(step=(load_mu(mu, lay) * k.mu_scale).astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col,
-                         v=v, r_row=r_row, r_col=r_col)
+      mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay, dither)
+      return _LeafUpdate(
+        step=(load_mu(mu, lay) * k.mu_scale).astype(g.dtype),
+        mu=mu,
+        v_row=v_row,
+        v_col=v_col,
+        v=v,
+        r_row=r_row,
+        r_col=r_col,
+      )
 
     if g.ndim == 2:
       return update_matrix(k, g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape), dither)
@@ -385,8 +400,7 @@ def scale_by_came(
     r_row = k.b3 * r_row + k.c3 * jnp.mean(res, axis=b)
     r_col = k.b3 * r_col + k.c3 * jnp.mean(res, axis=a)
     step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes) * (k.mu_scale * k.r_scale)
-    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
-                       r_row=r_row, r_col=r_col)
+    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v, r_row=r_row, r_col=r_col)
 
   def update_matrix(k, g, mu, v_row, v_col, v, r_row, r_col, lay, chunk, dither) -> _LeafUpdate:
     """A factored [rows, cols] leaf, in blocks of `chunk` whole rows (one block when it fits in cache).
@@ -432,34 +446,45 @@ def scale_by_came(
       mu_all, col_sum = carry
       u = block(g, i).astype(jnp.float32) * block(row_factor, i)[:, None] * col_factor
       # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-      stored = store_mu(k.b1 * load_mu(from_carry(block(mu_all, i)), lay) + k.c1 * u, lay,
-                        lambda shape: dither(shape, i * cols))
-      mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all,
-                            to_carry(stored))
+      stored = store_mu(
+        k.b1 * load_mu(from_carry(block(mu_all, i)), lay) + k.c1 * u, lay, lambda shape: dither(shape, i * cols)
+      )
+      mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all, to_carry(stored))
       # Read back from the updated matrix: nothing reads the old block after the in-place write, which would
       # otherwise make XLA copy the whole matrix on every iteration.
       res = jnp.square(u - load_mu(from_carry(block(mu_all, i)), lay)) + eps2
       return (mu_all, col_sum + column_sum(res)), jnp.mean(res, axis=1)
 
     (mu, res_col_sum), res_row_means = jax.lax.scan(
-        momentum_and_instability, (to_carry(mu), jnp.zeros((cols,), jnp.float32)), starts)
+      momentum_and_instability, (to_carry(mu), jnp.zeros((cols,), jnp.float32)), starts
+    )
     mu = from_carry(mu)
     r_row = k.b3 * r_row + k.c3 * res_row_means.reshape(rows)
     r_col = k.b3 * r_col + k.c3 * (res_col_sum / rows)
     step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1)) * (k.mu_scale * k.r_scale)
-    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v,
-                       r_row=r_row, r_col=r_col)
+    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v, r_row=r_row, r_col=r_col)
 
   def update_fn(updates, state, params=None):
     del params
     leaves = jax.tree_util.tree_map_with_path(
-        functools.partial(update_leaf, coefficients(state.count), state.count), updates, state.mu, state.v_row,
-        state.v_col, state.v, state.r_row, state.r_col)
+      functools.partial(update_leaf, coefficients(state.count), state.count),
+      updates,
+      state.mu,
+      state.v_row,
+      state.v_col,
+      state.v,
+      state.r_row,
+      state.r_col,
+    )
     field = _fields_getter(leaves)
     new_state = ScaleByCameState(
-        count=optax.safe_increment(state.count),
-        mu=field("mu"), v_row=field("v_row"), v_col=field("v_col"), v=field("v"),
-        r_row=field("r_row"), r_col=field("r_col"),
+      count=optax.safe_increment(state.count),
+      mu=field("mu"),
+      v_row=field("v_row"),
+      v_col=field("v_col"),
+      v=field("v"),
+      r_row=field("r_row"),
+      r_col=field("r_col"),
     )
     return field("step"), new_state
 
@@ -480,29 +505,28 @@ def _placed_mesh(params) -> Optional[jax.sharding.Mesh]:
   leaves = jax.tree.leaves(params)
   if any(isinstance(p, jax.core.Tracer) for p in leaves):
     return None
-  meshes = {p.sharding.mesh for p in leaves
-            if isinstance(getattr(p, "sharding", None), jax.sharding.NamedSharding)}
+  meshes = {p.sharding.mesh for p in leaves if isinstance(getattr(p, "sharding", None), jax.sharding.NamedSharding)}
   return meshes.pop() if len(meshes) == 1 else None
 
 
 def came(
-    learning_rate: optax.ScalarOrSchedule,
-    b1: Union[float, jax.Array] = 0.9,
-    b2: Union[float, jax.Array] = 0.999,
-    b3: Union[float, jax.Array] = 0.9999,
-    eps1: float = 1e-30,
-    eps2: float = 1e-16,
-    clip_threshold: float = 1.0,
-    weight_decay: float = 0.0,
-    mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
-    *,
-    factoring: FactoringPolicy = "last_two",
-    min_dim_size_to_factor: Optional[int] = None,
-    momentum_dtype: MomentumDtype = "float32",
-    quantization_block_size: Optional[int] = None,
-    min_quantized_size: Optional[int] = None,
-    chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
-    bias_correction: bool = False,
+  learning_rate: optax.ScalarOrSchedule,
+  b1: Union[float, jax.Array] = 0.9,
+  b2: Union[float, jax.Array] = 0.999,
+  b3: Union[float, jax.Array] = 0.9999,
+  eps1: float = 1e-30,
+  eps2: float = 1e-16,
+  clip_threshold: float = 1.0,
+  weight_decay: float = 0.0,
+  mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+  *,
+  factoring: FactoringPolicy = "last_two",
+  min_dim_size_to_factor: Optional[int] = None,
+  momentum_dtype: MomentumDtype = "float32",
+  quantization_block_size: Optional[int] = None,
+  min_quantized_size: Optional[int] = None,
+  chunk_bytes: Union[int, None, Literal["auto"]] = "auto",
+  bias_correction: bool = False,
 ) -> optax.GradientTransformation:
   """The CAME optimizer: :func:`scale_by_came`, decoupled weight decay, then the learning rate.
 
@@ -539,14 +563,23 @@ def came(
   if not callable(learning_rate):
     _check_hyperparameter("learning_rate", learning_rate, lambda x: x >= 0.0, "non-negative")
   transforms = [
-      scale_by_came(
-          b1, b2, b3, eps1, eps2, clip_threshold,
-          factoring=factoring, min_dim_size_to_factor=min_dim_size_to_factor, momentum_dtype=momentum_dtype,
-          quantization_block_size=quantization_block_size, min_quantized_size=min_quantized_size,
-          chunk_bytes=chunk_bytes, bias_correction=bias_correction,
-      ),
-      _decayed_weights(weight_decay, mask),
-      optax.scale_by_learning_rate(learning_rate),
+    scale_by_came(
+      b1,
+      b2,
+      b3,
+      eps1,
+      eps2,
+      clip_threshold,
+      factoring=factoring,
+      min_dim_size_to_factor=min_dim_size_to_factor,
+      momentum_dtype=momentum_dtype,
+      quantization_block_size=quantization_block_size,
+      min_quantized_size=min_quantized_size,
+      chunk_bytes=chunk_bytes,
+      bias_correction=bias_correction,
+    ),
+    _decayed_weights(weight_decay, mask),
+    optax.scale_by_learning_rate(learning_rate),
   ]
   return optax.chain(*transforms)
 

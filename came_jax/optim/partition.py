@@ -57,8 +57,10 @@ def _primes() -> Iterator[int]:
 def _describe(shape: tuple[int, ...], dtype: Any, spec: Any, path: KeyPath) -> _Param:
   entries = tuple(() if spec is None else spec)
   if len(entries) > len(shape):
-    raise ValueError(f"state_specs: the spec {spec} of param {jax.tree_util.keystr(path) or '<root>'} has more "
-                     f"entries than its shape {shape} has axes")
+    raise ValueError(
+      f"state_specs: the spec {spec} of param {jax.tree_util.keystr(path) or '<root>'} has more "
+      f"entries than its shape {shape} has axes"
+    )
   entries += (None,) * (len(shape) - len(entries))
   sharded = [k for k, e in enumerate(entries) if e is not None]
   first = [1] * len(shape)
@@ -137,9 +139,10 @@ def state_specs(init_fn: Callable[[Any], Any], params: Any, param_specs: Any) ->
   index = {tuple(path): i for i, (path, _) in enumerate(leaves)}
 
   def evaluate(run: Optional[int]):
-    structs = [jax.ShapeDtypeStruct(
-        p.shape if run is None else tuple(n * f for n, f in zip(p.shape, p.factors[run])), p.dtype)
-               for p in described]
+    structs = [
+      jax.ShapeDtypeStruct(p.shape if run is None else tuple(n * f for n, f in zip(p.shape, p.factors[run])), p.dtype)
+      for p in described
+    ]
     return jax.eval_shape(init_fn, jax.tree_util.tree_unflatten(treedef, structs))
 
   def shapes_by_path(tree) -> dict[KeyPath, tuple[int, ...]]:
@@ -170,5 +173,4 @@ def state_specs(init_fn: Callable[[Any], Any], params: Any, param_specs: Any) ->
       entries.pop()
     return PartitionSpec(*entries)
 
-  return jax.tree_util.tree_unflatten(
-      state_def, [spec_of(tuple(path), tuple(x.shape)) for path, x in state_leaves])
+  return jax.tree_util.tree_unflatten(state_def, [spec_of(tuple(path), tuple(x.shape)) for path, x in state_leaves])

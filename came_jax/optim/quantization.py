@@ -64,8 +64,8 @@ def _unblocked(x: jax.Array, n: int) -> jax.Array:
 def zeros(shape: tuple[int, ...], block_size: int) -> QuantizedArray:
   """The quantized representation of ``jnp.zeros(shape)``."""
   return QuantizedArray(
-      codes=jnp.zeros(shape, jnp.int8),
-      scales=jnp.zeros(shape[:-1] + (_num_blocks(shape[-1], block_size),), jnp.float32),
+    codes=jnp.zeros(shape, jnp.int8),
+    scales=jnp.zeros(shape[:-1] + (_num_blocks(shape[-1], block_size),), jnp.float32),
   )
 
 

@@ -45,17 +45,39 @@ def default_config() -> ml_collections.ConfigDict:
   c.decay_mask = "rank>=2"  # weight decay on matrices and embeddings only, never on norms and biases.
   # CAME (Luo et al., 2023) with the paper's betas; bias_correction=True is came_jax's start-up fix (see
   # came_jax/optim/came.py), not the paper's.
-  c.came = ml_collections.ConfigDict(dict(
-      learning_rate=2e-4, weight_decay=0.01, b1=0.9, b2=0.999, b3=0.9999, eps1=1e-30, eps2=1e-16,
-      clip_threshold=1.0, factoring="last_two", momentum_dtype="float32", bias_correction=False))
+  c.came = ml_collections.ConfigDict(
+    dict(
+      learning_rate=2e-4,
+      weight_decay=0.01,
+      b1=0.9,
+      b2=0.999,
+      b3=0.9999,
+      eps1=1e-30,
+      eps2=1e-16,
+      clip_threshold=1.0,
+      factoring="last_two",
+      momentum_dtype="float32",
+      bias_correction=False,
+    )
+  )
   # AdamW as in cramming (Geiping & Goldstein, 2022).
   c.adamw = ml_collections.ConfigDict(dict(learning_rate=1e-3, weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-12))
   # optax's Adafactor; weight decay here is optax's absolute `weight_decay_rate` (not scaled by the rate). Its
   # second-moment decay at step t is 1 - (t + 1 - decay_offset)^-decay_rate: a negative offset starts it near 1
   # (-5000: ~0.999, a fixed Adam-like beta2) instead of at 0.
-  c.adafactor = ml_collections.ConfigDict(dict(
-      learning_rate=1e-3, weight_decay=0.0, decay_rate=0.8, decay_offset=0, momentum=0.9, clipping_threshold=1.0,
-      min_dim_size_to_factor=128, multiply_by_parameter_scale=False, eps=1e-30))
+  c.adafactor = ml_collections.ConfigDict(
+    dict(
+      learning_rate=1e-3,
+      weight_decay=0.0,
+      decay_rate=0.8,
+      decay_offset=0,
+      momentum=0.9,
+      clipping_threshold=1.0,
+      min_dim_size_to_factor=128,
+      multiply_by_parameter_scale=False,
+      eps=1e-30,
+    )
+  )
   return c
 
 
@@ -96,32 +118,76 @@ def decay_mask_fn(kind: str) -> Callable[[Any], Any] | None:
   raise ValueError(f"config.optimizer.decay_mask={kind!r} is not one of {DECAY_MASKS}.")
 
 
-def _came(mask, learning_rate, weight_decay, b1, b2, b3, eps1, eps2, clip_threshold, *, factoring,
-          momentum_dtype, bias_correction):
+def _came(
+  mask,
+  learning_rate,
+  weight_decay,
+  b1,
+  b2,
+  b3,
+  eps1,
+  eps2,
+  clip_threshold,
+  *,
+  factoring,
+  momentum_dtype,
+  bias_correction,
+):
   from came_jax.optim.came import came  # pylint: disable=g-import-not-at-top
 
-  return came(learning_rate, b1=b1, b2=b2, b3=b3, eps1=eps1, eps2=eps2, clip_threshold=clip_threshold,
-              weight_decay=weight_decay, mask=mask, factoring=factoring, momentum_dtype=momentum_dtype,
-              bias_correction=bias_correction)
+  return came(
+    learning_rate,
+    b1=b1,
+    b2=b2,
+    b3=b3,
+    eps1=eps1,
+    eps2=eps2,
+    clip_threshold=clip_threshold,
+    weight_decay=weight_decay,
+    mask=mask,
+    factoring=factoring,
+    momentum_dtype=momentum_dtype,
+    bias_correction=bias_correction,
+  )
 
 
 def _adamw(mask, learning_rate, weight_decay, b1, b2, eps):
   return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
 
 
-def _adafactor(mask, learning_rate, weight_decay, decay_rate, decay_offset, momentum, clipping_threshold, eps, *,
-               min_dim_size_to_factor, multiply_by_parameter_scale):
+def _adafactor(
+  mask,
+  learning_rate,
+  weight_decay,
+  decay_rate,
+  decay_offset,
+  momentum,
+  clipping_threshold,
+  eps,
+  *,
+  min_dim_size_to_factor,
+  multiply_by_parameter_scale,
+):
   return optax.adafactor(
-      learning_rate, min_dim_size_to_factor=min_dim_size_to_factor, decay_rate=decay_rate, decay_offset=decay_offset,
-      multiply_by_parameter_scale=multiply_by_parameter_scale, clipping_threshold=clipping_threshold,
-      momentum=momentum, eps=eps, weight_decay_rate=weight_decay,
-      weight_decay_mask=mask)
+    learning_rate,
+    min_dim_size_to_factor=min_dim_size_to_factor,
+    decay_rate=decay_rate,
+    decay_offset=decay_offset,
+    multiply_by_parameter_scale=multiply_by_parameter_scale,
+    clipping_threshold=clipping_threshold,
+    momentum=momentum,
+    eps=eps,
+    weight_decay_rate=weight_decay,
+    weight_decay_mask=mask,
+  )
 
 
 _BUILDERS = {"came": _came, "adamw": _adamw, "adafactor": _adafactor}
 # Hyperparameters that change the program's structure, not a number in it: passed as Python values.
-_STATIC = {"came": ("factoring", "momentum_dtype", "bias_correction"),
-           "adafactor": ("min_dim_size_to_factor", "multiply_by_parameter_scale")}
+_STATIC = {
+  "came": ("factoring", "momentum_dtype", "bias_correction"),
+  "adafactor": ("min_dim_size_to_factor", "multiply_by_parameter_scale"),
+}
 
 
 def make(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -152,7 +218,8 @@ def make(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
 
   # inject_hyperparams binds arguments by the factory's signature: spell out the names it will receive.
   factory.__signature__ = inspect.Signature(
-      [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in ("grad_clip_norm", *numeric)])
+    [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in ("grad_clip_norm", *numeric)]
+  )
   # float32 hyperparameters whatever the params' dtype: in bf16, CAME's b3=0.9999 would round to 1.0.
   return optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(grad_clip_norm=clip, **numeric)
 
@@ -161,7 +228,8 @@ def set_learning_rate(opt_state, learning_rate) -> Any:
   """Writes a (traced or concrete) learning rate into the state made by `make`."""
   old = opt_state.hyperparams["learning_rate"]
   return opt_state._replace(
-      hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(learning_rate, old.dtype)})
+    hyperparams={**opt_state.hyperparams, "learning_rate": jnp.asarray(learning_rate, old.dtype)}
+  )
 
 
 def get_learning_rate(opt_state) -> jax.Array:

@@ -68,14 +68,15 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
       shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:8])
       more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
       raise IncompatibleWorkdirError(
-          f"workdir {workdir!r} holds a different run; refusing to overwrite it. Differences in "
-          f"config {shown}{more}. Use a new --workdir, or the original config to resume.")
+        f"workdir {workdir!r} holds a different run; refusing to overwrite it. Differences in "
+        f"config {shown}{more}. Use a new --workdir, or the original config to resume."
+      )
     return True
   ckpts = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpts) and os.listdir(ckpts):
     raise IncompatibleWorkdirError(
-        f"workdir {workdir!r} holds checkpoints but no {RUN_CONFIG}; refusing to overwrite them. "
-        "Use a new --workdir.")
+      f"workdir {workdir!r} holds checkpoints but no {RUN_CONFIG}; refusing to overwrite them. Use a new --workdir."
+    )
   return False
 
 
@@ -111,17 +112,19 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.manager = ocp.CheckpointManager(
-        self.directory, item_names=("state", "meta"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+      self.directory,
+      item_names=("state", "meta"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False),
+    )
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, *, elapsed_s: float, data_state: Any, extra: dict | None = None) -> None:
     meta = {"step": int(step), "elapsed_s": float(elapsed_s), "data_state": _encode(data_state), **(extra or {})}
-    self.manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.save(
+      int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+    )
     self.manager.wait_until_finished()
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
@@ -133,11 +136,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+      restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore())
+      )
     except (ValueError, KeyError, TypeError) as e:
       raise IncompatibleWorkdirError(
-          f"checkpoint {step} in {self.directory} does not fit this run's model/optimizer state: {e}") from e
+        f"checkpoint {step} in {self.directory} does not fit this run's model/optimizer state: {e}"
+      ) from e
     meta = dict(restored["meta"])
     meta["data_state"] = _decode(meta["data_state"])
     return restored["state"], meta

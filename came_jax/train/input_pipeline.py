@@ -14,8 +14,7 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from came_jax.data import pipeline
-from came_jax.data import throughput
+from came_jax.data import pipeline, throughput
 from came_jax.data import tokenizer as tokenizer_lib
 
 
@@ -30,11 +29,18 @@ def make_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> tokenizer
   return pipeline.build_tokenizer(config.data, workdir)
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None, *,
-                        process_index: int = 0, process_count: int = 1):
+def make_train_iterator(
+  config: ml_collections.ConfigDict,
+  tokenizer,
+  max_len: Optional[int] = None,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+):
   """The resumable micro-batch stream (`get_state`/`set_state`): this process's rows of each micro-batch."""
-  return pipeline.from_config(config.data, tokenizer, max_len=max_len, process_index=process_index,
-                              process_count=process_count)
+  return pipeline.from_config(
+    config.data, tokenizer, max_len=max_len, process_index=process_index, process_count=process_count
+  )
 
 
 def build_rate(train_iter, num_batches: int = 8) -> float:
@@ -42,11 +48,18 @@ def build_rate(train_iter, num_batches: int = 8) -> float:
   return throughput.build_rate(train_iter, num_batches)
 
 
-def make_eval_batches(config: ml_collections.ConfigDict, tokenizer, max_len: Optional[int] = None, *,
-                      process_index: int = 0, process_count: int = 1):
+def make_eval_batches(
+  config: ml_collections.ConfigDict,
+  tokenizer,
+  max_len: Optional[int] = None,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+):
   """Re-iterable held-out batches (`config.data.eval_path`; this process's rows), or None without a held-out set."""
-  return pipeline.eval_from_config(config.data, tokenizer, max_len=max_len, process_index=process_index,
-                                   process_count=process_count)
+  return pipeline.eval_from_config(
+    config.data, tokenizer, max_len=max_len, process_index=process_index, process_count=process_count
+  )
 
 
 class MicroBatchStacker:

@@ -24,18 +24,18 @@ from came_jax.train.budget import format_seconds
 # Dense (no sparsity) peak bf16/fp16 tensor FLOP/s per device. Matched as substrings of the lower-cased
 # `jax.Device.device_kind`, first match wins (so the PCIe H100 comes before the SXM one).
 PEAK_FLOPS = (
-    ("h100 pcie", 756e12),
-    ("h100", 989e12),
-    ("h200", 989e12),
-    ("a100", 312e12),
-    ("a6000", 154.8e12),
-    ("v100", 125e12),
-    ("t4", 65e12),
-    ("l4", 121e12),
-    ("4090", 165.2e12),
-    ("tpu v4", 275e12),
-    ("tpu v5 lite", 197e12),
-    ("tpu v5e", 197e12),
+  ("h100 pcie", 756e12),
+  ("h100", 989e12),
+  ("h200", 989e12),
+  ("a100", 312e12),
+  ("a6000", 154.8e12),
+  ("v100", 125e12),
+  ("t4", 65e12),
+  ("l4", 121e12),
+  ("4090", 165.2e12),
+  ("tpu v4", 275e12),
+  ("tpu v5 lite", 197e12),
+  ("tpu v5e", 197e12),
 )
 
 
@@ -96,8 +96,9 @@ class MetricWriter:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       except ImportError:
         logging.getLogger(__name__).warning(
-            "tensorboardX is not installed: no TensorBoard events (pip install tensorboardX); "
-            "metrics.jsonl still has every row.")
+          "tensorboardX is not installed: no TensorBoard events (pip install tensorboardX); "
+          "metrics.jsonl still has every row."
+        )
       else:
         self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
 
@@ -192,6 +193,7 @@ def progress_line(row: dict[str, Any], budget_s: float, max_steps: int) -> str:
     frac = max(frac, row["step"] / max_steps)
   frac = min(1.0, frac)
   bar = "#" * int(round(frac * 20))
-  parts.append(f"{format_seconds(row['elapsed_s'])} ({format_seconds(row['remaining_s'])} left) "
-               f"[{bar:<20}] {frac * 100:3.0f}%")
+  parts.append(
+    f"{format_seconds(row['elapsed_s'])} ({format_seconds(row['remaining_s'])} left) [{bar:<20}] {frac * 100:3.0f}%"
+  )
   return " | ".join(parts)

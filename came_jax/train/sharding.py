@@ -34,7 +34,8 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from came_jax.optim import partition
 
@@ -97,6 +98,7 @@ def sync(name: str) -> None:
   """A barrier across processes (nothing with one process)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -129,11 +131,15 @@ def mesh_shape(cfg: ml_collections.ConfigDict, device_count: int, process_count:
       raise ValueError(f"config.{key}={other}: does not divide the {device_count} devices")
     data, fsdp = (device_count // other, other) if data == -1 else (other, device_count // other)
   if data * fsdp > device_count:
-    raise ValueError(f"config.mesh.data x config.mesh.fsdp = {data} x {fsdp} = {data * fsdp} devices, but only "
-                     f"{device_count} are present")
+    raise ValueError(
+      f"config.mesh.data x config.mesh.fsdp = {data} x {fsdp} = {data * fsdp} devices, but only "
+      f"{device_count} are present"
+    )
   if process_count > 1 and data * fsdp != device_count:
-    raise ValueError(f"config.mesh.data x config.mesh.fsdp = {data * fsdp}: with {process_count} processes the "
-                     f"mesh must span all {device_count} devices (use -1)")
+    raise ValueError(
+      f"config.mesh.data x config.mesh.fsdp = {data * fsdp}: with {process_count} processes the "
+      f"mesh must span all {device_count} devices (use -1)"
+    )
   if cfg.fsdp_min_size < 0:
     raise ValueError(f"config.mesh.fsdp_min_size={cfg.fsdp_min_size}: must be >= 0")
   return data, fsdp
@@ -189,8 +195,9 @@ def train_state_shardings(state: Any, tx: optax.GradientTransformation, mesh: Me
   """
   specs = param_specs(state.params, mesh, min_size)
   replicated_specs = jax.tree.map(lambda _: P(), state)
-  return named(mesh, replicated_specs.replace(params=specs,
-                                              opt_state=partition.state_specs(tx.init, state.params, specs)))
+  return named(
+    mesh, replicated_specs.replace(params=specs, opt_state=partition.state_specs(tx.init, state.params, specs))
+  )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -215,18 +222,20 @@ def process_rows(sharding: NamedSharding, global_shape: Sequence[int], batch_axi
     ValueError: when they are not one contiguous block (a mesh whose device order interleaves processes).
   """
   idx = sharding.addressable_devices_indices_map(tuple(global_shape))
-  spans = sorted({(s[batch_axis].start or 0, s[batch_axis].stop or global_shape[batch_axis])
-                  for s in idx.values()})
+  spans = sorted({(s[batch_axis].start or 0, s[batch_axis].stop or global_shape[batch_axis]) for s in idx.values()})
   lo, hi = spans[0][0], spans[-1][1]
   covered = sum(b - a for a, b in spans)
   if covered != hi - lo:
-    raise ValueError(f"this process's devices hold rows {spans} of the batch, not one contiguous block: build the "
-                     "mesh from jax.devices() in process order")
+    raise ValueError(
+      f"this process's devices hold rows {spans} of the batch, not one contiguous block: build the "
+      "mesh from jax.devices() in process order"
+    )
   return lo, hi
 
 
-def global_batch(local: dict[str, np.ndarray], shardings: dict[str, NamedSharding], batch_axis: int,
-                 process_count: int = 1) -> dict[str, jax.Array]:
+def global_batch(
+  local: dict[str, np.ndarray], shardings: dict[str, NamedSharding], batch_axis: int, process_count: int = 1
+) -> dict[str, jax.Array]:
   """This process's rows of a batch -> global `jax.Array`s (`process_count` times as many rows)."""
   out = {}
   for k, x in local.items():

@@ -3,10 +3,10 @@
 `train_step` accumulates gradients over a fixed-shape stack of micro-batches with `lax.scan`; only the first
 `num_micro` (a runtime value chosen by the batch-size ramp) are computed, the rest are skipped by `lax.cond`,
 so shapes stay static and the ramp never recompiles. (One micro-batch per step has no loop and no accumulator.)
-Each micro-batch's loss is weighted by its token count before differentiation. The learning rate also enters as a runtime value and is
-written into the optimizer state's injected hyperparameters. Gradients are token-weighted means over the
-micro-batches; global-norm clipping is part of the optimizer chain (`came_jax.optim.registry`). A step whose
-gradient is not finite leaves params and optimizer state unchanged and is counted.
+Each micro-batch's loss is weighted by its token count before differentiation. The learning rate also enters as a
+runtime value and is written into the optimizer state's injected hyperparameters. Gradients are token-weighted
+means over the micro-batches; global-norm clipping is part of the optimizer chain (`came_jax.optim.registry`). A
+step whose gradient is not finite leaves params and optimizer state unchanged and is counted.
 
 The model brings only `loss_fn(params, batch, rng, *, train) -> (loss, metrics)` with `metrics["num_tokens"]`;
 every other scalar metric (e.g. MLM `accuracy`) is averaged over tokens like the loss.
@@ -29,6 +29,7 @@ LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 @flax.struct.dataclass
 class TrainState:
   """Everything a step changes (donated to the jitted step), checkpointed as one pytree."""
+
   step: jax.Array  # int32, optimizer steps taken (skipped non-finite steps included)
   params: Any
   opt_state: Any
@@ -39,8 +40,14 @@ class TrainState:
   @classmethod
   def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array) -> "TrainState":
     zero = lambda: jnp.zeros((), jnp.int32)
-    state = cls(step=zero(), params=params, opt_state=tx.init(params), rng=rng,
-                nonfinite_consecutive=zero(), nonfinite_total=zero())
+    state = cls(
+      step=zero(),
+      params=params,
+      opt_state=tx.init(params),
+      rng=rng,
+      nonfinite_consecutive=zero(),
+      nonfinite_total=zero(),
+    )
     # The state is donated to the step: no two leaves may share a buffer (optax states may alias arrays).
     return jax.tree.map(jnp.copy, state)
 
@@ -51,9 +58,16 @@ def _split_metrics(metrics: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, 
   return n, rest
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], num_micro: jax.Array, learning_rate: jax.Array,
-               *, loss_fn: LossFn, tx: optax.GradientTransformation,
-               grad_shardings: Any = None) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  num_micro: jax.Array,
+  learning_rate: jax.Array,
+  *,
+  loss_fn: LossFn,
+  tx: optax.GradientTransformation,
+  grad_shardings: Any = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step over `batch` of shape `[max_micro, micro_batch, ...]`, using its first `num_micro`.
 
   `grad_shardings` (a tree of shardings like the params, e.g. FSDP's): where the float32 gradient accumulator
@@ -89,17 +103,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], num_micro: jax.Ar
   if max_micro == 1:  # one micro-batch: no accumulator (no zero-filled pass, no add)
     carry = micro_step(jax.tree.map(lambda x: x[0], batch), 0)
   else:
+
     def body(c, xs):
       i, mb = xs
 
       def compute(c):
-        g, l, n, e = micro_step(mb, i)
-        return (place(jax.tree.map(jnp.add, c[0], g)), c[1] + l, c[2] + n, {k: c[3][k] + e[k] for k in e})
+        g, loss, n, e = micro_step(mb, i)
+        return (place(jax.tree.map(jnp.add, c[0], g)), c[1] + loss, c[2] + n, {k: c[3][k] + e[k] for k in e})
 
       return jax.lax.cond(i < num_micro, compute, lambda c: c, c), None
 
-    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
-                         jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], batch), 0))
+    zeros = jax.tree.map(
+      lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(micro_step, jax.tree.map(lambda x: x[0], batch), 0)
+    )
     carry, _ = jax.lax.scan(body, (place(zeros[0]), *zeros[1:]), (jnp.arange(max_micro), batch))
   g_sum, loss_sum, n_tok, extra_sum = carry
   denom = jnp.maximum(n_tok, 1.0)
@@ -126,14 +142,24 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], num_micro: jax.Ar
   new_params, new_opt_state, update_norm = jax.lax.cond(finite, apply, skip, (params, opt_state))
   consecutive = jnp.where(finite, 0, state.nonfinite_consecutive + 1).astype(jnp.int32)
   new_state = state.replace(
-      step=state.step + 1, params=new_params, opt_state=new_opt_state, nonfinite_consecutive=consecutive,
-      nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
+    step=state.step + 1,
+    params=new_params,
+    opt_state=new_opt_state,
+    nonfinite_consecutive=consecutive,
+    nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),
+  )
   metrics = {
-      "loss": loss, "num_tokens": n_tok, "grad_norm": grad_norm, "update_norm": update_norm,
-      "param_norm": optax.tree.norm(new_params), "learning_rate": registry.get_learning_rate(new_opt_state),
-      "skipped": (~finite).astype(jnp.int32), "nonfinite_consecutive": consecutive,
-      "nonfinite_total": new_state.nonfinite_total,
-      **{k: v / denom for k, v in extra_sum.items()}}
+    "loss": loss,
+    "num_tokens": n_tok,
+    "grad_norm": grad_norm,
+    "update_norm": update_norm,
+    "param_norm": optax.tree.norm(new_params),
+    "learning_rate": registry.get_learning_rate(new_opt_state),
+    "skipped": (~finite).astype(jnp.int32),
+    "nonfinite_consecutive": consecutive,
+    "nonfinite_total": new_state.nonfinite_total,
+    **{k: v / denom for k, v in extra_sum.items()},
+  }
   return new_state, metrics
 
 

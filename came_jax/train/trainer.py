@@ -3,8 +3,9 @@
 Config -> tokenizer + data + model + optimizer -> one jitted, buffer-donating train step -> steps until the
 budget (or `max_steps`) is spent -> final evaluation and checkpoint -> `WORKDIR/summary.json`.
 
-The loop knows the model only through its module's `CONFIGS`/`get_model_config`, `init_params`, `loss_fn` and
-`flops_per_token`, and the data only through `came_jax.train.input_pipeline`.
+The loop knows the model only through the protocol of `came_jax.models` (`models.get(config.model.name)`: its
+`Config` from the config's `model` section, `init_params`, `loss_fn`, `flops_per_token`, `max_len`), and the data
+only through `came_jax.train.input_pipeline`.
 
 Devices (`came_jax.train.sharding`): the state is created, stepped and checkpointed on the `config.mesh` mesh, with
 FSDP-sharded params and optimizer state and batches split over every device; the default mesh is one device. With
@@ -35,13 +36,9 @@ from came_jax import models
 from came_jax.optim import registry
 from came_jax.train import budget as budget_lib
 from came_jax.train import checkpoint as ckpt_lib
-from came_jax.train import input_pipeline
+from came_jax.train import input_pipeline, schedules, sharding, validation
 from came_jax.train import metrics as metrics_lib
-from came_jax.train import schedules
-from came_jax.train import sharding
 from came_jax.train import step as step_lib
-from came_jax.train import validation
-
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +60,9 @@ def evaluate(eval_fn: Callable, params, batches: Iterable[dict]) -> dict[str, fl
   return result
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       time_fn: Optional[Callable[[], float]] = None) -> dict[str, Any]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, time_fn: Optional[Callable[[], float]] = None
+) -> dict[str, Any]:
   """Pretrains `config.model` on `config.data` for `config.budget` (or `config.max_steps`); resumes `workdir`.
 
   Args:
@@ -85,9 +83,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model_cfg = validation.check(config)
   model = models.get(config.model.name)
   resuming = ckpt_lib.check_workdir(workdir, config)
-  log.info("%s %s:%s with %s in %s; budget %s%s.", "Resuming" if resuming else "Starting", config.model.name,
-               config.model.preset, config.optimizer.name, workdir, budget_lib.format_seconds(budget_s),
-               f", max_steps {config.max_steps}" if config.max_steps else "")
+  log.info(
+    "%s %s:%s with %s in %s; budget %s%s.",
+    "Resuming" if resuming else "Starting",
+    config.model.name,
+    config.model.preset,
+    config.optimizer.name,
+    workdir,
+    budget_lib.format_seconds(budget_s),
+    f", max_steps {config.max_steps}" if config.max_steps else "",
+  )
   with contextlib.ExitStack() as cleanup:
     run = _Run(config, workdir, model, model_cfg, budget_s, time_fn, cleanup)
     return run.train()
@@ -105,8 +110,9 @@ class _Run:
     self.is_chief = self.process_index == 0
 
     # --- tokenizer and data: this process's rows of every batch
-    tokenizer = sharding.process_zero_first("came_jax:tokenizer",
-                                            lambda: input_pipeline.make_tokenizer(config, workdir))
+    tokenizer = sharding.process_zero_first(
+      "came_jax:tokenizer", lambda: input_pipeline.make_tokenizer(config, workdir)
+    )
     processes = dict(process_index=self.process_index, process_count=self.process_count)
     self.train_iter = input_pipeline.make_train_iterator(config, tokenizer, **processes)
     cleanup.callback(self.train_iter.close)
@@ -114,8 +120,9 @@ class _Run:
     local_shapes = self.train_iter.batch_shapes()
     shapes = {k: ((s[0] * self.process_count, *s[1:]), d) for k, (s, d) in local_shapes.items()}
     self.stacker = input_pipeline.MicroBatchStacker(local_shapes, self.max_micro)
-    self.batch_shardings = sharding.batch_shardings(self.mesh, {k: ((self.max_micro, *s), d) for k, (s, d)
-                                                                 in shapes.items()}, batch_axis=1)
+    self.batch_shardings = sharding.batch_shardings(
+      self.mesh, {k: ((self.max_micro, *s), d) for k, (s, d) in shapes.items()}, batch_axis=1
+    )
     self.eval_shardings = sharding.batch_shardings(self.mesh, shapes, batch_axis=0)
     self._check_process_rows(shapes)
 
@@ -151,20 +158,36 @@ class _Run:
     replicated = sharding.replicated(self.mesh)
     param_shardings = self.state_shardings.params
     self.train_step = jax.jit(
-        functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, grad_shardings=param_shardings),
-        in_shardings=(self.state_shardings, self.batch_shardings, replicated, replicated),
-        out_shardings=(self.state_shardings, replicated), donate_argnums=0)
-    self.eval_step = jax.jit(functools.partial(step_lib.eval_step, loss_fn=loss_fn),
-                             in_shardings=(param_shardings, self.eval_shardings), out_shardings=replicated)
-    self.writer = (metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard) if self.is_chief
-                   else metrics_lib.NullWriter())
+      functools.partial(step_lib.train_step, loss_fn=loss_fn, tx=tx, grad_shardings=param_shardings),
+      in_shardings=(self.state_shardings, self.batch_shardings, replicated, replicated),
+      out_shardings=(self.state_shardings, replicated),
+      donate_argnums=0,
+    )
+    self.eval_step = jax.jit(
+      functools.partial(step_lib.eval_step, loss_fn=loss_fn),
+      in_shardings=(param_shardings, self.eval_shardings),
+      out_shardings=replicated,
+    )
+    self.writer = (
+      metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard) if self.is_chief else metrics_lib.NullWriter()
+    )
     cleanup.callback(self.writer.close)
     self.clock = budget_lib.BudgetClock(budget_s, elapsed_s=elapsed, time_fn=time_fn)
     self._last_eval: tuple[int, dict] = (-1, {})
-    log.info("%s: %.2fM parameters, %.3g training FLOPs/token; batch %d = up to %d micro-batches of %d x %d "
-             "tokens; mesh %s over %d device(s), %d process(es).", config.model.name, self.num_params / 1e6,
-             self.flops_per_token, config.batch_size, self.max_micro, self.micro, self.seq_len,
-             dict(self.mesh.shape), self.mesh.size, self.process_count)
+    log.info(
+      "%s: %.2fM parameters, %.3g training FLOPs/token; batch %d = up to %d micro-batches of %d x %d "
+      "tokens; mesh %s over %d device(s), %d process(es).",
+      config.model.name,
+      self.num_params / 1e6,
+      self.flops_per_token,
+      config.batch_size,
+      self.max_micro,
+      self.micro,
+      self.seq_len,
+      dict(self.mesh.shape),
+      self.mesh.size,
+      self.process_count,
+    )
 
   def _check_process_rows(self, shapes) -> None:
     """Each process's devices must hold the rows its data iterator loads (`make_array_from_process_local_data`)."""
@@ -172,8 +195,10 @@ class _Run:
     lo, hi = sharding.process_rows(self.batch_shardings[name], (self.max_micro, *shape), batch_axis=1)
     rows = shape[0] // self.process_count
     if (lo, hi) != (self.process_index * rows, (self.process_index + 1) * rows):
-      raise ValueError(f"process {self.process_index}'s devices hold rows [{lo}, {hi}) of each micro-batch but its "
-                       f"data iterator loads rows [{self.process_index * rows}, {(self.process_index + 1) * rows})")
+      raise ValueError(
+        f"process {self.process_index}'s devices hold rows [{lo}, {hi}) of each micro-batch but its "
+        f"data iterator loads rows [{self.process_index * rows}, {(self.process_index + 1) * rows})"
+      )
 
   def put_batch(self, batch: dict[str, np.ndarray], shardings, batch_axis: int) -> dict[str, jax.Array]:
     """This process's rows -> global arrays laid out as the step expects."""
@@ -187,8 +212,13 @@ class _Run:
 
   def save(self, why: str) -> None:
     with self.clock.paused():
-      self.checkpointer.save(self.step, self.state, elapsed_s=self.clock.elapsed,
-                             data_state=self.train_iter.get_state(), extra={"tokens_seen": self.tokens_seen})
+      self.checkpointer.save(
+        self.step,
+        self.state,
+        elapsed_s=self.clock.elapsed,
+        data_state=self.train_iter.get_state(),
+        extra={"tokens_seen": self.tokens_seen},
+      )
     log.info("Saved checkpoint at step %d (%s).", self.step, why)
 
   def evaluate(self, why: str) -> dict[str, float]:
@@ -200,8 +230,14 @@ class _Run:
       batches = (self.put_batch(b, self.eval_shardings, 0) for b in self.eval_batches)
       result = evaluate(self.eval_step, self.state.params, batches)
     self.writer.write(self.step, {**result, "elapsed_s": self.clock.elapsed}, prefix="heldout")
-    log.info("Held-out (%s) at step %d: loss %.4f, perplexity %.2f%s", why, self.step, result["loss"],
-             result["perplexity"], f", accuracy {result['accuracy']:.3f}" if "accuracy" in result else "")
+    log.info(
+      "Held-out (%s) at step %d: loss %.4f, perplexity %.2f%s",
+      why,
+      self.step,
+      result["loss"],
+      result["perplexity"],
+      f", accuracy {result['accuracy']:.3f}" if "accuracy" in result else "",
+    )
     self._last_eval = (self.step, result)
     return result
 
@@ -210,9 +246,10 @@ class _Run:
     limit = self.config.max_consecutive_nonfinite
     if consecutive >= limit:
       raise NonFiniteError(
-          f"{consecutive} consecutive non-finite gradients (config.max_consecutive_nonfinite={limit}) by step "
-          f"{self.step}: stopping. The last good checkpoint (step {self.checkpointer.latest_step()}) in "
-          f"{self.checkpointer.directory} is left intact.")
+        f"{consecutive} consecutive non-finite gradients (config.max_consecutive_nonfinite={limit}) by step "
+        f"{self.step}: stopping. The last good checkpoint (step {self.checkpointer.latest_step()}) in "
+        f"{self.checkpointer.directory} is left intact."
+      )
 
   def log(self, metrics, n_micro: int) -> dict[str, Any]:
     """Reads one step's metrics (a host sync), adds throughput and budget, writes and prints them."""
@@ -224,9 +261,14 @@ class _Run:
     self._since_elapsed, self._since_tokens = elapsed, 0
     m = metrics_lib.mfu(row["tokens_per_sec"], self.flops_per_token, devices=list(self.mesh.devices.flat))
     row["mfu"] = m if m is not None else "n/a"
-    row.update(batch_size=n_micro * self.micro, tokens_seen=self.tokens_seen, elapsed_s=elapsed,
-               remaining_s=self.clock.remaining, compiles=metrics_lib.compile_count() - self._compiles0,
-               step=self.step)
+    row.update(
+      batch_size=n_micro * self.micro,
+      tokens_seen=self.tokens_seen,
+      elapsed_s=elapsed,
+      remaining_s=self.clock.remaining,
+      compiles=metrics_lib.compile_count() - self._compiles0,
+      step=self.step,
+    )
     self.writer.write(self.step, {k: v for k, v in row.items() if k != "step"})
     log.info("%s", metrics_lib.progress_line(row, self.clock.budget_s, self.config.max_steps))
     self._logs += 1
@@ -237,8 +279,10 @@ class _Run:
   def report_pipeline(self, step_tokens_per_sec: float) -> None:
     """Logs the input pipeline's rate beside the training step's; warns when it leaves under 2x headroom."""
     ratio = self.pipeline_tokens_per_sec / max(step_tokens_per_sec, 1e-9)
-    text = (f"input pipeline {self.pipeline_tokens_per_sec:,.0f} tokens/s (one thread) vs training step "
-            f"{step_tokens_per_sec:,.0f} tokens/s: {ratio:.1f}x")
+    text = (
+      f"input pipeline {self.pipeline_tokens_per_sec:,.0f} tokens/s (one thread) vs training step "
+      f"{step_tokens_per_sec:,.0f} tokens/s: {ratio:.1f}x"
+    )
     if ratio < 2.0:
       log.warning("%s. The pipeline may hold training back (a slow source or objective).", text)
     else:
@@ -268,8 +312,9 @@ class _Run:
           break
         progress = self.progress()
         n_micro = schedules.num_micro_batches(progress, self.max_micro, c.batch_ramp)
-        batch = self.put_batch(self.stacker.stack([next(self.train_iter) for _ in range(n_micro)]),
-                               self.batch_shardings, 1)
+        batch = self.put_batch(
+          self.stacker.stack([next(self.train_iter) for _ in range(n_micro)]), self.batch_shardings, 1
+        )
         self.state, metrics = self.train_step(self.state, batch, np.int32(n_micro), np.float32(self.lr_fn(progress)))
         self.step += 1
         self.tokens_seen += n_micro * self.micro * self.seq_len
@@ -282,13 +327,15 @@ class _Run:
           last_row = self.log(metrics, n_micro)
         if at_max() or clock.exhausted():
           continue  # the final evaluation and checkpoint follow the loop
-        if ((c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps)
-            or (c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s)):
+        if (c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps) or (
+          c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s
+        ):
           if int(metrics["nonfinite_consecutive"]) == 0:  # never checkpoint inside a non-finite streak
             self.save("interval")
             last_ckpt = (self.step, clock.elapsed)
-        if ((c.eval.every_steps and self.step % c.eval.every_steps == 0)
-            or (c.eval.every_s and clock.elapsed - last_eval >= c.eval.every_s)):
+        if (c.eval.every_steps and self.step % c.eval.every_steps == 0) or (
+          c.eval.every_s and clock.elapsed - last_eval >= c.eval.every_s
+        ):
           self.evaluate("interval")
           last_eval = clock.elapsed
     finally:
@@ -299,8 +346,13 @@ class _Run:
       self.check_finite(pending)
       if last_row.get("step") != self.step:
         last_row = self.log(pending, n_micro)
-    log.info("Stopped at step %d (%s) after %s of the %s budget.", self.step, stop_reason,
-                 budget_lib.format_seconds(clock.elapsed), budget_lib.format_seconds(clock.budget_s))
+    log.info(
+      "Stopped at step %d (%s) after %s of the %s budget.",
+      self.step,
+      stop_reason,
+      budget_lib.format_seconds(clock.elapsed),
+      budget_lib.format_seconds(clock.budget_s),
+    )
     heldout = self.evaluate("final")
     if self.checkpointer.latest_step() != self.step:
       self.save("final")
@@ -308,28 +360,28 @@ class _Run:
 
   def write_summary(self, stop_reason: str, last_row: dict, heldout: dict) -> dict[str, Any]:
     summary = {
-        "steps": self.step,
-        "stop_reason": stop_reason,
-        "tokens_seen": self.tokens_seen,
-        "final_train_loss": last_row.get("loss"),
-        "final_train_accuracy": last_row.get("accuracy"),
-        "heldout_loss": heldout.get("loss"),
-        "heldout_perplexity": heldout.get("perplexity"),
-        "heldout_accuracy": heldout.get("accuracy"),
-        "budget_s": self.clock.budget_s,
-        "elapsed_s": self.clock.elapsed,
-        "paused_s": self.clock.paused_s,
-        "nonfinite_steps": last_row.get("nonfinite_total", 0),
-        "train_step_compilations": self.train_step._cache_size(),  # pylint: disable=protected-access
-        "num_params": self.num_params,
-        "flops_per_token": self.flops_per_token,
-        "pipeline_tokens_per_sec": self.pipeline_tokens_per_sec,  # one thread building batches (see train)
-        "optimizer": self.config.optimizer.name,
-        "model": f"{self.config.model.name}:{self.config.model.preset}",
-        "device": jax.devices()[0].device_kind,
-        "mesh": dict(self.mesh.shape),
-        "processes": self.process_count,
-        "config": json.loads(self.config.to_json_best_effort()),
+      "steps": self.step,
+      "stop_reason": stop_reason,
+      "tokens_seen": self.tokens_seen,
+      "final_train_loss": last_row.get("loss"),
+      "final_train_accuracy": last_row.get("accuracy"),
+      "heldout_loss": heldout.get("loss"),
+      "heldout_perplexity": heldout.get("perplexity"),
+      "heldout_accuracy": heldout.get("accuracy"),
+      "budget_s": self.clock.budget_s,
+      "elapsed_s": self.clock.elapsed,
+      "paused_s": self.clock.paused_s,
+      "nonfinite_steps": last_row.get("nonfinite_total", 0),
+      "train_step_compilations": self.train_step._cache_size(),  # pylint: disable=protected-access
+      "num_params": self.num_params,
+      "flops_per_token": self.flops_per_token,
+      "pipeline_tokens_per_sec": self.pipeline_tokens_per_sec,  # one thread building batches (see train)
+      "optimizer": self.config.optimizer.name,
+      "model": f"{self.config.model.name}:{self.config.model.preset}",
+      "device": jax.devices()[0].device_kind,
+      "mesh": dict(self.mesh.shape),
+      "processes": self.process_count,
+      "config": json.loads(self.config.to_json_best_effort()),
     }
     if self.is_chief:
       path = os.path.join(self.workdir, "summary.json")
@@ -337,7 +389,12 @@ class _Run:
         json.dump(summary, f, indent=2)
       os.replace(path + ".tmp", path)
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
-    log.info("Done: %d steps, %.4g tokens, final train loss %s, held-out loss %s (perplexity %s).",
-                 self.step, self.tokens_seen, fmt(summary["final_train_loss"]), fmt(summary["heldout_loss"]),
-                 "n/a" if summary["heldout_perplexity"] is None else f"{summary['heldout_perplexity']:.2f}")
+    log.info(
+      "Done: %d steps, %.4g tokens, final train loss %s, held-out loss %s (perplexity %s).",
+      self.step,
+      self.tokens_seen,
+      fmt(summary["final_train_loss"]),
+      fmt(summary["heldout_loss"]),
+      "n/a" if summary["heldout_perplexity"] is None else f"{summary['heldout_perplexity']:.2f}",
+    )
     return summary

@@ -9,8 +9,11 @@ from came_jax.bench import hlo_profile
 def test_hlo_ops_of_a_compiled_program():
   compiled = jax.jit(lambda x, y: jnp.tanh(x @ y).sum()).lower(jnp.ones((64, 64)), jnp.ones((64, 64))).compile()
   ops = hlo_profile.hlo_ops(compiled.as_text())
-  matmuls = [name for name, (opcode, _) in ops.items()
-             if hlo_profile.category(name, opcode, "") == "matmul (dot / XNNPACK fusion)"]
+  matmuls = [
+    name
+    for name, (opcode, _) in ops.items()
+    if hlo_profile.category(name, opcode, "") == "matmul (dot / XNNPACK fusion)"
+  ]
   assert matmuls  # a dot, or the fusion holding it
   assert any(where.endswith("dot_general") for _, where in ops.values())
 

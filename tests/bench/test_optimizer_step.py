@@ -19,8 +19,10 @@ def test_jax_runner_steps_its_own_params():
 
 def test_chunk_sizes_add_blocked_cames():
   found = optimizer_step.with_chunk_sizes([0, 2048])
-  assert set(found) == set(optimizer_step.JAX_OPTIMIZERS) | {"came_jax.came (unblocked)",
-                                                             "came_jax.came (blocks of 2 KiB)"}
+  assert set(found) == set(optimizer_step.JAX_OPTIMIZERS) | {
+    "came_jax.came (unblocked)",
+    "came_jax.came (blocks of 2 KiB)",
+  }
   assert "came_jax.came (unblocked)" not in optimizer_step.JAX_OPTIMIZERS  # the table itself is left as it is
   params = {"w": jnp.ones((64, 64))}
   grads = {"w": jnp.full((64, 64), 0.1)}

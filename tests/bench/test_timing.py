@@ -15,6 +15,7 @@ def test_interleaved_takes_turns_and_leaves_out_the_warmup():
     def call():
       calls.append(name)
       return seconds
+
     return call
 
   times = timing.interleaved_times({"a": contestant("a", 1.0), "b": contestant("b", 2.0)}, steps=3, warmup=2)

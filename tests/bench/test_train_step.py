@@ -16,7 +16,8 @@ def test_small_preset_keeps_the_widths_with_two_layers(name):
   full = models.from_config_section(train_step.load_config(train_step.CONFIGS[name]).model, setup.model_cfg.vocab_size)
   assert setup.model_cfg.num_layers == 2 and setup.seq_len == train_step.SMALL_SEQ[name]
   assert dataclasses.replace(setup.model_cfg, num_layers=full.num_layers) == dataclasses.replace(
-      full, dtype="float32")  # (T5: the decoder follows the encoder's 2 layers)
+    full, dtype="float32"
+  )  # (T5: the decoder follows the encoder's 2 layers)
   assert setup.batch["input_ids"].shape == (2, 2, setup.seq_len) and setup.batch_size == 4
   assert setup.tokens == 4 * setup.seq_len and setup.flops_per_token() > 0
   assert setup.label.endswith("2 layers)")
@@ -67,8 +68,7 @@ def test_bench_times_each_optimizer_and_the_table_compares_them():
   results = train_step.bench(setup, ["came", "adamw"], steps=1, warmup=0)
   assert [r.optimizer for r in results] == ["came", "adamw"]
   for r in results:
-    assert r.step_s > 0 and r.opt_s > 0 and r.compile_s > 0 and r.tokens_per_s == pytest.approx(
-        setup.tokens / r.step_s)
+    assert r.step_s > 0 and r.opt_s > 0 and r.compile_s > 0 and r.tokens_per_s == pytest.approx(setup.tokens / r.step_s)
     assert r.mfu is None and r.flash == "n/a" and r.memory[0] in ("compiled", "device peak", "n/a")
   table = train_step.table(results, {setup.label: setup}, "float32")
   assert f"| {setup.label} | 2 x 128 | came |" in table and f"| {setup.label} | 2 x 128 | adamw |" in table

@@ -15,8 +15,17 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def comparison(pretrained_run, shared_data, tmp_path_factory):
   config = config_files.load(REPO / "configs" / "compare_glue.py")
-  config.glue.update(dict(pretrained=str(pretrained_run), tasks=("RTE", "STS-B"), data_dir=str(shared_data / "glue"),
-                          max_train_examples=32, max_eval_examples=60, max_steps=4, seeds=(0, 1)))
+  config.glue.update(
+    dict(
+      pretrained=str(pretrained_run),
+      tasks=("RTE", "STS-B"),
+      data_dir=str(shared_data / "glue"),
+      max_train_examples=32,
+      max_eval_examples=60,
+      max_steps=4,
+      seeds=(0, 1),
+    )
+  )
   config.learning_rates.update(dict(came=(1e-4, 1e-2), came_bc=(1e-3,), adamw=(1e-3,)))
   tmp = tmp_path_factory.mktemp("compare_glue")
   summary = glue.run_comparison(config, str(tmp / "work"), str(tmp / "out"), command="test")

@@ -18,8 +18,14 @@ def test_final_train_loss_averages_the_last_training_rows(tmp_path):
 
 def test_table_compares_each_dtype_with_float32():
   base = ml_collections.ConfigDict(dict(model=dict(name="bert", preset="tiny"), max_steps=400))
-  results = {(0, "float32"): (3.0, 4.0), (0, "bfloat16"): (3.1, 4.0), (0, "int8"): (3.0, 4.2),
-             (1, "float32"): (2.0, 3.0), (1, "bfloat16"): (2.1, 3.0), (1, "int8"): (2.0, 3.0)}
+  results = {
+    (0, "float32"): (3.0, 4.0),
+    (0, "bfloat16"): (3.1, 4.0),
+    (0, "int8"): (3.0, 4.2),
+    (1, "float32"): (2.0, 3.0),
+    (1, "bfloat16"): (2.1, 3.0),
+    (1, "int8"): (2.0, 3.0),
+  }
   sizes = {"float32": 2_000_000, "bfloat16": 1_000_000, "int8": 500_000}
   lines = momentum_precision.table(base, [0, 1], results, sizes).splitlines()
   assert lines[0] == "### CAME momentum precision: bert:tiny, 400 steps, seeds 0,1"

@@ -24,17 +24,38 @@ def tiny_comparison(shared_data, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("compare")
   out, workdir = tmp / "out", tmp / "work"
   overrides = {
-      "optimizers": "('came','adamw')", "steps": 4, "seeds": "(0,1)", "batch_sizes": "(4,)", "sweep.steps": 2,
-      "sweep.seed": 7, "sweep.extend": 1,
-      "learning_rates.came": "(1e-4,1e-3)", "learning_rates.adamw": "(1e-2,)",
-      "pretrain.data.path": shared_data / "corpus" / "state_union",
-      "pretrain.data.eval_path": shared_data / "heldout" / "wikitext-103" / "wiki.valid.tokens",
-      "pretrain.data.cache_dir": tmp / "cache", "pretrain.data.seq_len": 32, "pretrain.data.batch_size": 4,
-      "pretrain.data.eval_batches": 1, "pretrain.data.tokenizer_sentences": 3000, "pretrain.data.prefetch": 0,
-      "pretrain.log_every_steps": 1, "pretrain.eval.every_steps": 2,
+    "optimizers": "('came','adamw')",
+    "steps": 4,
+    "seeds": "(0,1)",
+    "batch_sizes": "(4,)",
+    "sweep.steps": 2,
+    "sweep.seed": 7,
+    "sweep.extend": 1,
+    "learning_rates.came": "(1e-4,1e-3)",
+    "learning_rates.adamw": "(1e-2,)",
+    "pretrain.data.path": shared_data / "corpus" / "state_union",
+    "pretrain.data.eval_path": shared_data / "heldout" / "wikitext-103" / "wiki.valid.tokens",
+    "pretrain.data.cache_dir": tmp / "cache",
+    "pretrain.data.seq_len": 32,
+    "pretrain.data.batch_size": 4,
+    "pretrain.data.eval_batches": 1,
+    "pretrain.data.tokenizer_sentences": 3000,
+    "pretrain.data.prefetch": 0,
+    "pretrain.log_every_steps": 1,
+    "pretrain.eval.every_steps": 2,
   }
-  cmd = [sys.executable, "-m", "experiments.compare_optimizers", "--config", "configs/compare_bert.py",
-         "--workdir", str(workdir), "--out", str(out), *(f"--config.{k}={v}" for k, v in overrides.items())]
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.compare_optimizers",
+    "--config",
+    "configs/compare_bert.py",
+    "--workdir",
+    str(workdir),
+    "--out",
+    str(out),
+    *(f"--config.{k}={v}" for k, v in overrides.items()),
+  ]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   summary = json.loads((out / "summary.json").read_text())
@@ -47,8 +68,17 @@ def tiny_comparison(shared_data, tmp_path_factory):
 
 def test_writes_every_output(tiny_comparison):
   out, summary, _, _, log = tiny_comparison
-  for name in ("runs.csv", "curves.csv", "summary.json", "results.md", "curves_step.png", "curves_time.png",
-               "curves_log_step.png", "memory.png", "sweep.png"):
+  for name in (
+    "runs.csv",
+    "curves.csv",
+    "summary.json",
+    "results.md",
+    "curves_step.png",
+    "curves_time.png",
+    "curves_log_step.png",
+    "memory.png",
+    "sweep.png",
+  ):
     assert (out / name).stat().st_size > 0, name
   assert (out / "curves_step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "Done in" in log
@@ -88,8 +118,12 @@ def test_sweep_keeps_the_rate_with_the_lowest_heldout_loss(tiny_comparison):
 def test_curves_cover_every_run_and_seed_spread(tiny_comparison):
   _, summary, runs, curves, _ = tiny_comparison
   for r in runs:
-    mine = [c for c in curves if (c["phase"], c["batch_size"], c["optimizer"], c["learning_rate"], c["seed"])
-            == (r["phase"], r["batch_size"], r["optimizer"], r["learning_rate"], r["seed"])]
+    mine = [
+      c
+      for c in curves
+      if (c["phase"], c["batch_size"], c["optimizer"], c["learning_rate"], c["seed"])
+      == (r["phase"], r["batch_size"], r["optimizer"], r["learning_rate"], r["seed"])
+    ]
     train = [int(c["step"]) for c in mine if c["split"] == "train"]
     assert train == list(range(1, int(r["steps"]) + 1))
     assert any(c["split"] == "heldout" for c in mine)

@@ -71,25 +71,39 @@ def test_curve_rows_read_what_the_trainer_writes(tmp_path):
   with open(tmp_path / "metrics.jsonl", "a") as f:  # a row of a run from before `split` was written
     f.write('{"step": 2, "loss": 4.0, "tokens_per_sec": 120.0}\n')
   rows = runs.curve_rows(tmp_path)
-  assert [(r["split"], r["step"], r["loss"]) for r in rows] == [("train", 1, 5.0), ("heldout", 1, 5.5),
-                                                               ("train", 2, 4.0)]
+  assert [(r["split"], r["step"], r["loss"]) for r in rows] == [
+    ("train", 1, 5.0),
+    ("heldout", 1, 5.5),
+    ("train", 2, 4.0),
+  ]
   assert rows[0]["lr_now"] == 1e-3 and rows[1]["perplexity"] == 245.0 and rows[2]["grad_norm"] is None
 
 
-@pytest.mark.parametrize("name,variant", [("compare_bert", v)
-                                          for v in ("", "large_batch", "long", "gpu", "gpu_large_batch")]
-                         + [("compare_gpt2", v) for v in ("", "long", "gpu")]
-                         + [("compare_t5", v) for v in ("", "gpu")])
+@pytest.mark.parametrize(
+  "name,variant",
+  [("compare_bert", v) for v in ("", "large_batch", "long", "gpu", "gpu_large_batch")]
+  + [("compare_gpt2", v) for v in ("", "long", "gpu")]
+  + [("compare_t5", v) for v in ("", "gpu")],
+)
 def test_every_comparison_run_is_a_valid_training_config(name, variant):
   """Every run a comparison would start (GPU sizes included, which CI cannot run) passes the trainer's checks."""
   from came_jax.train import validation  # pylint: disable=g-import-not-at-top
+
   config = _load_config(name, variant)
   assert config.sweep.steps == config.steps and config.sweep.seed not in config.seeds
   for b in config.batch_sizes:
     for opt in config.optimizers:
       for lr in config.learning_rates[opt]:
-        run = runs.run_config(config, phase="sweep", optimizer=opt, learning_rate=lr, batch_size=b,
-                              seed=config.sweep.seed, steps=config.steps, tokenizer_path="")
+        run = runs.run_config(
+          config,
+          phase="sweep",
+          optimizer=opt,
+          learning_rate=lr,
+          batch_size=b,
+          seed=config.sweep.seed,
+          steps=config.steps,
+          tokenizer_path="",
+        )
         validation.check(run)
         base = config.variants[opt].optimizer if opt in config.variants else opt
         assert (run.optimizer.name, run.batch_size, run.max_steps) == (base, b, config.steps)
@@ -103,10 +117,12 @@ def test_every_comparison_run_is_a_valid_training_config(name, variant):
 def test_variants_are_registry_optimizers_with_fields_changed(tmp_path):
   config = _load_config("compare_gpt2", "long")
   assert config.optimizers == ("came", "came_bc", "adamw", "adafactor")
-  came = runs.run_config(config, phase="full", optimizer="came", learning_rate=1e-4, batch_size=16,
-                         seed=0, steps=3000, tokenizer_path="")
-  came_bc = runs.run_config(config, phase="full", optimizer="came_bc", learning_rate=1e-3,
-                            batch_size=16, seed=0, steps=3000, tokenizer_path="")
+  came = runs.run_config(
+    config, phase="full", optimizer="came", learning_rate=1e-4, batch_size=16, seed=0, steps=3000, tokenizer_path=""
+  )
+  came_bc = runs.run_config(
+    config, phase="full", optimizer="came_bc", learning_rate=1e-3, batch_size=16, seed=0, steps=3000, tokenizer_path=""
+  )
   assert came.optimizer.name == came_bc.optimizer.name == "came"
   assert not came.optimizer.came.bias_correction and came_bc.optimizer.came.bias_correction
   assert (came.optimizer.came.learning_rate, came_bc.optimizer.came.learning_rate) == (1e-4, 1e-3)

@@ -16,8 +16,16 @@ def _same(a, b):
 
 
 def _iterator(source, tokenizer, tmp_path, objective="mlm", seed=0, prefetch=2, batch_size=5, seq_len=32):
-  return pipeline.pretrain_iterator(source, tokenizer, seq_len=seq_len, batch_size=batch_size, objective=objective,
-                                    seed=seed, cache_dir=tmp_path / "cache", prefetch=prefetch)
+  return pipeline.pretrain_iterator(
+    source,
+    tokenizer,
+    seq_len=seq_len,
+    batch_size=batch_size,
+    objective=objective,
+    seed=seed,
+    cache_dir=tmp_path / "cache",
+    prefetch=prefetch,
+  )
 
 
 @pytest.mark.parametrize("objective", ["mlm", "causal", "span"])
@@ -53,8 +61,8 @@ def test_every_row_once_per_epoch_and_shuffling_by_seed(small_source, tokenizer,
   first_two_epochs = np.concatenate([it.batch_at(k)["input_ids"] for k in range(int(np.ceil(2 * n / 5)))])
   as_set = lambda a: sorted(map(tuple, a))  # noqa: E731
   assert as_set(epoch0[:n]) == as_set(rows[:, :-1])
-  assert as_set(first_two_epochs[n:2 * n]) == as_set(rows[:, :-1])
-  assert not np.array_equal(first_two_epochs[:n], first_two_epochs[n:2 * n]), "each epoch reshuffles"
+  assert as_set(first_two_epochs[n : 2 * n]) == as_set(rows[:, :-1])
+  assert not np.array_equal(first_two_epochs[:n], first_two_epochs[n : 2 * n]), "each epoch reshuffles"
 
   same = _iterator(small_source, tokenizer, tmp_path, "causal", prefetch=3)
   other = _iterator(small_source, tokenizer, tmp_path, "causal", seed=1)
@@ -78,8 +86,14 @@ def test_resume_from_a_copy_of_the_corpus_elsewhere(small_source, tokenizer, tmp
   copy.mkdir()
   for f in small_source.files:
     (copy / f.name).write_bytes(f.read_bytes())
-  moved = pipeline.pretrain_iterator(sources.LocalTextSource(copy), tokenizer, seq_len=32, batch_size=5,
-                                     objective="span", cache_dir=tmp_path / "other_cache")
+  moved = pipeline.pretrain_iterator(
+    sources.LocalTextSource(copy),
+    tokenizer,
+    seq_len=32,
+    batch_size=5,
+    objective="span",
+    cache_dir=tmp_path / "other_cache",
+  )
   moved.set_state(state)
   _same(next(moved), expected)
   moved.close()
@@ -93,8 +107,15 @@ def test_state_from_another_pipeline_is_refused(small_source, tokenizer, tmp_pat
 
 def test_eval_batches_are_finite_deterministic_and_padded(shared_data, tokenizer, tmp_path):
   cfg = pipeline.default_config()
-  cfg.update(dict(eval_path=str(shared_data / "heldout" / "wikitext-103" / "wiki.valid.tokens"), seq_len=128,
-                  batch_size=64, vocab_size=tokenizer.vocab_size, cache_dir=str(tmp_path)))
+  cfg.update(
+    dict(
+      eval_path=str(shared_data / "heldout" / "wikitext-103" / "wiki.valid.tokens"),
+      seq_len=128,
+      batch_size=64,
+      vocab_size=tokenizer.vocab_size,
+      cache_dir=str(tmp_path),
+    )
+  )
   for objective, weight in [("mlm", "mlm_weights"), ("causal", "weights"), ("span", "weights")]:
     cfg.objective = objective
     batches = pipeline.eval_from_config(cfg, tokenizer)
@@ -106,7 +127,7 @@ def test_eval_batches_are_finite_deterministic_and_padded(shared_data, tokenizer
     shapes = {k: v.shape for k, v in first[-1].items()}
     assert shapes == {k: s for k, (s, _) in batches.batch_shapes().items()}
     spare = len(first) * 64 - batches.rows.num_rows
-    assert spare > 0 and (first[-1][weight][64 - spare:] == 0).all()
+    assert spare > 0 and (first[-1][weight][64 - spare :] == 0).all()
   cfg.eval_batches = 2
   assert len(pipeline.eval_from_config(cfg, tokenizer)) == 2
   cfg.eval_path = ""
@@ -115,8 +136,16 @@ def test_eval_batches_are_finite_deterministic_and_padded(shared_data, tokenizer
 
 def test_from_config_trains_saves_and_reloads_the_tokenizer(shared_data, tmp_path):
   cfg = pipeline.default_config()
-  cfg.update(dict(path=str(shared_data / "corpus" / "inaugural" / "17*.txt"), vocab_size=700,
-                  tokenizer_sentences=2000, seq_len=64, batch_size=4, cache_dir=str(tmp_path / "cache")))
+  cfg.update(
+    dict(
+      path=str(shared_data / "corpus" / "inaugural" / "17*.txt"),
+      vocab_size=700,
+      tokenizer_sentences=2000,
+      seq_len=64,
+      batch_size=4,
+      cache_dir=str(tmp_path / "cache"),
+    )
+  )
   tok = pipeline.build_tokenizer(cfg, tmp_path / "run")
   assert (tmp_path / "run" / "tokenizer" / "tokenizer.model").is_file()
   assert pipeline.build_tokenizer(cfg, tmp_path / "run").fingerprint == tok.fingerprint
@@ -125,7 +154,9 @@ def test_from_config_trains_saves_and_reloads_the_tokenizer(shared_data, tmp_pat
   it.close()
 
 
-@pytest.mark.parametrize("override,message", [
+@pytest.mark.parametrize(
+  "override,message",
+  [
     (dict(seq_len=256), "seq_len=256 exceeds the model's max_len=128"),
     (dict(objective="bert"), "objective='bert'"),
     (dict(vocab_size=32768), "vocab_size=32768"),
@@ -133,11 +164,17 @@ def test_from_config_trains_saves_and_reloads_the_tokenizer(shared_data, tmp_pat
     (dict(source="hub"), "data.source='hub'"),
     (dict(source="tfds"), "data.tfds_name"),
     (dict(batch_size=0), "batch_size=0"),
-])
+  ],
+)
 def test_config_errors_name_the_key(shared_data, tokenizer, tmp_path, override, message):
   cfg = pipeline.default_config()
-  cfg.update(dict(path=str(shared_data / "corpus" / "inaugural" / "17*.txt"), vocab_size=tokenizer.vocab_size,
-                  cache_dir=str(tmp_path)))
+  cfg.update(
+    dict(
+      path=str(shared_data / "corpus" / "inaugural" / "17*.txt"),
+      vocab_size=tokenizer.vocab_size,
+      cache_dir=str(tmp_path),
+    )
+  )
   cfg.update(override)
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     pipeline.from_config(cfg, tokenizer, max_len=128)

@@ -129,8 +129,9 @@ def test_tfds_builder_by_name_as_array_record(shared_data, tmp_path, tokenizer):
   again = sources.TfdsTextSource("came_jax_sample_text", data_dir=tmp_path, prepare=False)
   assert again.fingerprint == src.fingerprint
 
-  it = pipeline.pretrain_iterator(again, tokenizer, seq_len=32, batch_size=4, objective="causal",
-                                  cache_dir=tmp_path / "cache", prefetch=0)
+  it = pipeline.pretrain_iterator(
+    again, tokenizer, seq_len=32, batch_size=4, objective="causal", cache_dir=tmp_path / "cache", prefetch=0
+  )
   batch = next(it)
   assert batch["input_ids"].shape == (4, 32) and batch["input_ids"].dtype == np.int32
 

@@ -33,11 +33,20 @@ def test_truncation_is_longest_first():
         assert finetune.truncate_pair(a, b, budget) == reference(a, b, budget)
 
 
-def test_tiny_bert_finetunes_on_real_rows_and_writes_results(pretrained_run, glue_dir, glue_counts, tmp_path,
-                                                              caplog):
+def test_tiny_bert_finetunes_on_real_rows_and_writes_results(pretrained_run, glue_dir, glue_counts, tmp_path, caplog):
   config = _config("tiny")
-  config.update(dict(pretrained=str(pretrained_run), tasks=("RTE", "CoLA"), data_dir=str(glue_dir),
-                     max_train_examples=64, max_eval_examples=0, max_steps=6, seeds=(0, 1), log_every_steps=3))
+  config.update(
+    dict(
+      pretrained=str(pretrained_run),
+      tasks=("RTE", "CoLA"),
+      data_dir=str(glue_dir),
+      max_train_examples=64,
+      max_eval_examples=0,
+      max_steps=6,
+      seeds=(0, 1),
+      log_every_steps=3,
+    )
+  )
   out = tmp_path / "glue"
   summary = finetune.finetune_and_evaluate(config, str(out))
 
@@ -83,8 +92,17 @@ def test_tiny_bert_finetunes_on_real_rows_and_writes_results(pretrained_run, glu
 def test_regression_task_from_random_init(pretrained_run, glue_dir, tmp_path):
   """STS-B (one output, mean squared error) from a randomly initialised tiny BERT with a saved tokenizer."""
   config = _config("tiny")
-  config.update(dict(tokenizer_path=str(pretrained_run / "tokenizer"), tasks=("sts-b",), data_dir=str(glue_dir),
-                     max_train_examples=32, max_eval_examples=100, max_steps=3, seeds=(0,)))
+  config.update(
+    dict(
+      tokenizer_path=str(pretrained_run / "tokenizer"),
+      tasks=("sts-b",),
+      data_dir=str(glue_dir),
+      max_train_examples=32,
+      max_eval_examples=100,
+      max_steps=3,
+      seeds=(0,),
+    )
+  )
   summary = finetune.finetune_and_evaluate(config, str(tmp_path))
   result = summary["tasks"]["STS-B"]
   assert "random init" in summary["model"] and result["num_dev"] == {"STS-B": 100}

@@ -18,16 +18,14 @@ def test_metrics_match_scipy_and_sklearn(seed):
   assert metrics.f1(preds, labels) == pytest.approx(sklearn.metrics.f1_score(labels, preds))
   assert metrics.matthews_corr(preds, labels) == pytest.approx(sklearn.metrics.matthews_corrcoef(labels, preds))
   three, three_pred = rng.integers(0, 3, n), rng.integers(0, 3, n)  # MNLI-like
-  assert metrics.matthews_corr(three_pred, three) == pytest.approx(
-      sklearn.metrics.matthews_corrcoef(three, three_pred))
+  assert metrics.matthews_corr(three_pred, three) == pytest.approx(sklearn.metrics.matthews_corrcoef(three, three_pred))
   scores = rng.uniform(0, 5, n)
   noisy = scores + rng.normal(0, 1.5, n)
   assert metrics.pearson(noisy, scores) == pytest.approx(scipy.stats.pearsonr(noisy, scores)[0], abs=1e-12)
   assert metrics.spearman(noisy, scores) == pytest.approx(scipy.stats.spearmanr(noisy, scores)[0], abs=1e-12)
   tied, tied_labels = np.round(noisy), np.round(scores * 2) / 2  # many ties, as in STS-B's 0.2-step scores
   np.testing.assert_allclose(metrics.rank_average(tied), scipy.stats.rankdata(tied))
-  assert metrics.spearman(tied, tied_labels) == pytest.approx(scipy.stats.spearmanr(tied, tied_labels)[0],
-                                                              abs=1e-12)
+  assert metrics.spearman(tied, tied_labels) == pytest.approx(scipy.stats.spearmanr(tied, tied_labels)[0], abs=1e-12)
 
 
 def test_metrics_degenerate_cases_follow_sklearn():

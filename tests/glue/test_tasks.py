@@ -34,7 +34,7 @@ def test_reader_quirks_on_real_rows(glue_dir):
   assert cola.tests["CoLA"].text_a[0] == "Bill whistled past the house."
   mrpc = tasks.load_task("MRPC", data_dir=glue_dir)  # BOM before the header's "Quality"
   assert mrpc.train.labels[0] == 1 and mrpc.train.text_a[0].startswith("Amrozi accused his brother")
-  assert mrpc.evals["MRPC"].text_b[0] == "\"The foodservice pie business does not fit our long-term growth strategy."
+  assert mrpc.evals["MRPC"].text_b[0] == '"The foodservice pie business does not fit our long-term growth strategy.'
   rte = tasks.load_task("RTE", data_dir=glue_dir)
   assert tasks.TASKS["RTE"].labels[rte.train.labels[0]] == "not_entailment"
   stsb = tasks.load_task("STS-B", data_dir=glue_dir)
@@ -96,29 +96,53 @@ def test_mnli_and_qqp_layouts(glue_dir, tmp_path):
   layout, filled with real RTE sentence pairs (MNLI and QQP themselves are too large to carry here)."""
   pairs = [r.split("\t")[1:3] for r in (glue_dir / "RTE" / "dev.tsv").read_text().splitlines()[1:31]]
   nli = ("entailment", "neutral", "contradiction")
-  meta = ["promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-          "sentence1_parse", "sentence2_parse"]
+  meta = [
+    "promptID",
+    "pairID",
+    "genre",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+  ]
   filler = ["1", "1e", "fiction", "(", "(", "(", "("]
   root = tmp_path / "glue"
-  _write(root / "MNLI" / "train.tsv", ["index", *meta, "sentence1", "sentence2", "label1", "gold_label"],
-         [[str(i), *filler, a, b, nli[i % 3], nli[i % 3]] for i, (a, b) in enumerate(pairs)])
+  _write(
+    root / "MNLI" / "train.tsv",
+    ["index", *meta, "sentence1", "sentence2", "label1", "gold_label"],
+    [[str(i), *filler, a, b, nli[i % 3], nli[i % 3]] for i, (a, b) in enumerate(pairs)],
+  )
   for kind in ("matched", "mismatched"):
-    _write(root / "MNLI" / f"dev_{kind}.tsv",
-           ["index", *meta, "sentence1", "sentence2", *(f"label{k}" for k in range(1, 6)), "gold_label"],
-           [[str(i), *filler, a, b, *[nli[i % 3]] * 5, nli[(i + 1) % 3]] for i, (a, b) in enumerate(pairs[:9])])
-    _write(root / "MNLI" / f"test_{kind}.tsv", ["index", *meta, "sentence1", "sentence2"],
-           [[str(i), *filler, a, b] for i, (a, b) in enumerate(pairs[:5])])
+    _write(
+      root / "MNLI" / f"dev_{kind}.tsv",
+      ["index", *meta, "sentence1", "sentence2", *(f"label{k}" for k in range(1, 6)), "gold_label"],
+      [[str(i), *filler, a, b, *[nli[i % 3]] * 5, nli[(i + 1) % 3]] for i, (a, b) in enumerate(pairs[:9])],
+    )
+    _write(
+      root / "MNLI" / f"test_{kind}.tsv",
+      ["index", *meta, "sentence1", "sentence2"],
+      [[str(i), *filler, a, b] for i, (a, b) in enumerate(pairs[:5])],
+    )
   mnli = tasks.load_task("MNLI", data_dir=root)
   assert list(mnli.evals) == list(mnli.tests) == ["MNLI-m", "MNLI-mm"]
   assert mnli.train.labels[:4].tolist() == [0, 1, 2, 0] and mnli.evals["MNLI-mm"].labels[:2].tolist() == [1, 2]
   assert mnli.train.text_b[0] == pairs[0][1] and len(mnli.tests["MNLI-m"]) == 5
 
-  _write(root / "QQP" / "train.tsv", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-         [[str(i), "1", "2", a, b, str(i % 2)] for i, (a, b) in enumerate(pairs)])
-  _write(root / "QQP" / "dev.tsv", ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
-         [[str(i), "1", "2", a, b, str(i % 2)] for i, (a, b) in enumerate(pairs[:6])])
-  _write(root / "QQP" / "test.tsv", ["id", "question1", "question2"],
-         [[str(100 + i), a, b] for i, (a, b) in enumerate(pairs[:4])])
+  _write(
+    root / "QQP" / "train.tsv",
+    ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+    [[str(i), "1", "2", a, b, str(i % 2)] for i, (a, b) in enumerate(pairs)],
+  )
+  _write(
+    root / "QQP" / "dev.tsv",
+    ["id", "qid1", "qid2", "question1", "question2", "is_duplicate"],
+    [[str(i), "1", "2", a, b, str(i % 2)] for i, (a, b) in enumerate(pairs[:6])],
+  )
+  _write(
+    root / "QQP" / "test.tsv",
+    ["id", "question1", "question2"],
+    [[str(100 + i), a, b] for i, (a, b) in enumerate(pairs[:4])],
+  )
   qqp = tasks.load_task("qqp", data_dir=root)
   assert qqp.tests["QQP"].index.tolist() == [100, 101, 102, 103] and qqp.train.labels[:3].tolist() == [0, 1, 0]
   report.write_submission(tmp_path / "MNLI-m.tsv", mnli.task, mnli.tests["MNLI-m"].index, np.array([2, 0, 1, 1, 0]))

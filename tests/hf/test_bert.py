@@ -42,10 +42,10 @@ def _inputs(seed=0):
   mask = np.ones((B, T), np.int32)
   mask[1, T - 5 :] = 0
   return {
-      "input_ids": jnp.asarray(rng.integers(1, V, (B, T)), jnp.int32),
-      "attention_mask": jnp.asarray(mask),
-      "token_type_ids": jnp.asarray(np.repeat([[0] * 9 + [1] * (T - 9)], B, axis=0), jnp.int32),
-      "mlm_positions": jnp.asarray(np.stack([rng.choice(T - 5, K, replace=False) for _ in range(B)]), jnp.int32),
+    "input_ids": jnp.asarray(rng.integers(1, V, (B, T)), jnp.int32),
+    "attention_mask": jnp.asarray(mask),
+    "token_type_ids": jnp.asarray(np.repeat([[0] * 9 + [1] * (T - 9)], B, axis=0), jnp.int32),
+    "mlm_positions": jnp.asarray(np.stack([rng.choice(T - 5, K, replace=False) for _ in range(B)]), jnp.int32),
   }
 
 
@@ -55,8 +55,15 @@ def _torch(batch):
 
 
 def _hf_config(**overrides):
-  return transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=64, max_position_embeddings=T, **overrides)
+  return transformers.BertConfig(
+    vocab_size=V,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=T,
+    **overrides,
+  )
 
 
 def _perturbed(params, seed):
@@ -132,7 +139,9 @@ def test_config_of_classifier_params():
     hf_bert.config_to_hf(bare)
 
 
-@pytest.mark.parametrize("key, value", [
+@pytest.mark.parametrize(
+  "key, value",
+  [
     ("hidden_act", "relu"),
     ("position_embedding_type", "relative_key"),
     ("is_decoder", True),
@@ -142,7 +151,8 @@ def test_config_of_classifier_params():
     ("problem_type", "multi_label_classification"),
     ("problem_type", "regression"),  # with 3 labels
     ("model_type", "roberta"),
-])
+  ],
+)
 def test_config_from_hf_names_what_it_cannot_represent(key, value):
   with pytest.raises(ValueError, match=f"{key}={value!r}"):
     hf_bert.config_from_hf({**hf_bert.config_to_hf(CFG), key: value})
@@ -151,8 +161,10 @@ def test_config_from_hf_names_what_it_cannot_represent(key, value):
 def test_reads_folders_saved_by_transformers(tmp_path):
   batch = _inputs(1)
   dense = {k: v for k, v in batch.items() if k != "mlm_positions"}
-  for head, cls, ours_fn in (("mlm", transformers.BertForMaskedLM, logits_fn),
-                             ("clf", transformers.BertForSequenceClassification, classifier_logits_fn)):
+  for head, cls, ours_fn in (
+    ("mlm", transformers.BertForMaskedLM, logits_fn),
+    ("clf", transformers.BertForSequenceClassification, classifier_logits_fn),
+  ):
     transformers.set_seed(2)
     model = cls(_hf_config(num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
     model.save_pretrained(tmp_path / head)

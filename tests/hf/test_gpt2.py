@@ -19,8 +19,7 @@ V, T, B = 97, 16, 2
 
 logits_fn = jax.jit(gpt2.logits_fn, static_argnames=("cfg", "train"))
 init_params = jax.jit(gpt2.init_params, static_argnums=0)
-CFG = models.make_config("gpt2", "tiny", vocab_size=V, hidden_dim=32, num_layers=2, num_heads=4, ffn_dim=128,
-                         max_len=T)
+CFG = models.make_config("gpt2", "tiny", vocab_size=V, hidden_dim=32, num_layers=2, num_heads=4, ffn_dim=128, max_len=T)
 
 
 def _ids(seed=0):
@@ -42,7 +41,7 @@ def _hf_logits(hf, ids):
 def test_matches_hugging_face_gpt2():
   torch.manual_seed(0)
   hf_cfg = transformers.GPT2Config(
-      vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=T, bos_token_id=0, eos_token_id=0
+    vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=T, bos_token_id=0, eos_token_id=0
   )
   hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
   ids = _ids()
@@ -52,8 +51,9 @@ def test_matches_hugging_face_gpt2():
 
 def test_params_round_trip_exactly():
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda x: np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32),
-                        init_params(CFG, jax.random.key(0)))
+  params = jax.tree.map(
+    lambda x: np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32), init_params(CFG, jax.random.key(0))
+  )
   sd = hf_gpt2.to_hf(params, CFG)
   assert "lm_head.weight" not in sd and all(v.dtype == np.float32 and v.flags.c_contiguous for v in sd.values())
   back = hf_gpt2.from_hf(sd, CFG)
@@ -72,7 +72,9 @@ def test_config_round_trips_every_preset(preset):
   assert hf_gpt2.config_from_hf(hf_cfg.to_dict()) == gpt2.CONFIGS[preset]
 
 
-@pytest.mark.parametrize("key, value", [
+@pytest.mark.parametrize(
+  "key, value",
+  [
     ("activation_function", "relu"),
     ("scale_attn_by_inverse_layer_idx", True),
     ("scale_attn_weights", False),
@@ -80,7 +82,8 @@ def test_config_round_trips_every_preset(preset):
     ("tie_word_embeddings", False),
     ("attn_pdrop", 0.3),
     ("model_type", "bert"),
-])
+  ],
+)
 def test_config_from_hf_names_what_it_cannot_represent(key, value):
   with pytest.raises(ValueError, match=f"{key}={value!r}"):
     hf_gpt2.config_from_hf({**hf_gpt2.config_to_hf(CFG), key: value})
@@ -88,8 +91,9 @@ def test_config_from_hf_names_what_it_cannot_represent(key, value):
 
 def test_reads_a_folder_saved_by_transformers(tmp_path):
   torch.manual_seed(1)
-  hf_cfg = transformers.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=T, n_inner=48,
-                                   bos_token_id=0, eos_token_id=0)
+  hf_cfg = transformers.GPT2Config(
+    vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=T, n_inner=48, bos_token_id=0, eos_token_id=0
+  )
   transformers.GPT2LMHeadModel(hf_cfg).save_pretrained(tmp_path)
   hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
   cfg = hf_gpt2.config_from_hf(json.loads((tmp_path / "config.json").read_text()))

@@ -18,15 +18,15 @@ from came_jax.models import t5
 # Small but exercising everything: unequal encoder/decoder depth, log-spaced position buckets (sequences longer
 # than max_distance), d_model != num_heads * d_kv.
 CFG = t5.Config(
-    vocab_size=96,
-    d_model=32,
-    d_kv=12,
-    d_ff=48,
-    num_layers=2,
-    num_decoder_layers=3,
-    num_heads=4,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=20,
+  vocab_size=96,
+  d_model=32,
+  d_kv=12,
+  d_ff=48,
+  num_layers=2,
+  num_decoder_layers=3,
+  num_heads=4,
+  relative_attention_num_buckets=8,
+  relative_attention_max_distance=20,
 )
 B, TI, TO = 3, 26, 11
 
@@ -53,22 +53,22 @@ def _rel_err(a, b):
 
 def _hf_config(**overrides):
   return transformers.T5Config(
-      vocab_size=CFG.vocab_size,
-      d_model=CFG.d_model,
-      d_kv=CFG.d_kv,
-      d_ff=CFG.d_ff,
-      num_layers=CFG.num_layers,
-      num_decoder_layers=CFG.num_decoder_layers,
-      num_heads=CFG.num_heads,
-      relative_attention_num_buckets=CFG.relative_attention_num_buckets,
-      relative_attention_max_distance=CFG.relative_attention_max_distance,
-      dropout_rate=0.0,
-      layer_norm_epsilon=CFG.layer_norm_epsilon,
-      feed_forward_proj="gated-gelu",
-      tie_word_embeddings=False,
-      pad_token_id=CFG.pad_id,
-      decoder_start_token_id=CFG.decoder_start_id,
-      **overrides,
+    vocab_size=CFG.vocab_size,
+    d_model=CFG.d_model,
+    d_kv=CFG.d_kv,
+    d_ff=CFG.d_ff,
+    num_layers=CFG.num_layers,
+    num_decoder_layers=CFG.num_decoder_layers,
+    num_heads=CFG.num_heads,
+    relative_attention_num_buckets=CFG.relative_attention_num_buckets,
+    relative_attention_max_distance=CFG.relative_attention_max_distance,
+    dropout_rate=0.0,
+    layer_norm_epsilon=CFG.layer_norm_epsilon,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    pad_token_id=CFG.pad_id,
+    decoder_start_token_id=CFG.decoder_start_id,
+    **overrides,
   )
 
 
@@ -106,9 +106,9 @@ def test_logits_and_loss_match_hugging_face(hf_model, hf_params):
   hf_labels = np.where(batch["weights"] > 0, batch["labels"], -100)
   with torch.no_grad():
     out = hf_model(
-        input_ids=torch.from_numpy(batch["input_ids"]).long(),
-        attention_mask=torch.from_numpy(attention_mask).long(),
-        labels=torch.from_numpy(hf_labels).long(),
+      input_ids=torch.from_numpy(batch["input_ids"]).long(),
+      attention_mask=torch.from_numpy(attention_mask).long(),
+      labels=torch.from_numpy(hf_labels).long(),
     )
   # HF shifts the labels itself (replacing -100 by pad): same decoder inputs as ours.
   assert np.array_equal(hf_model._shift_right(torch.from_numpy(hf_labels)).numpy(), decoder_input_ids)
@@ -145,8 +145,9 @@ def test_hf_conversion_round_trip_and_strictness(hf_model):
 
 def test_params_round_trip_exactly():
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda x: np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32),
-                        t5.init_params(CFG, jax.random.key(0)))
+  params = jax.tree.map(
+    lambda x: np.asarray(x) + rng.normal(0, 0.1, x.shape).astype(np.float32), t5.init_params(CFG, jax.random.key(0))
+  )
   sd = hf_t5.to_hf(params, CFG)
   assert all(v.dtype == np.float32 and v.flags.c_contiguous for v in sd.values())
   back = hf_t5.from_hf(sd, CFG)
@@ -165,13 +166,16 @@ def test_config_round_trips_every_preset(preset):
   assert hf_t5.config_from_hf(hf_cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("key, value", [
+@pytest.mark.parametrize(
+  "key, value",
+  [
     ("feed_forward_proj", "relu"),  # the original T5
     ("tie_word_embeddings", True),  # an old config of a tied, rescaled head
     ("pad_token_id", None),
     ("scale_decoder_outputs", True),  # transformers 5's record of that rescaling
     ("model_type", "mt5"),
-])
+  ],
+)
 def test_config_from_hf_names_what_it_cannot_represent(key, value):
   with pytest.raises(ValueError, match=f"{key}={value!r}"):
     hf_t5.config_from_hf({**hf_t5.config_to_hf(CFG), key: value})

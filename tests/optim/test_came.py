@@ -14,8 +14,11 @@ from came_jax.optim import quantization
 
 
 def assert_trees_all_close(a, b, rtol=1e-6, atol=0.0):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32),
-                                                      rtol=rtol, atol=atol), a, b)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), rtol=rtol, atol=atol),
+    a,
+    b,
+  )
 
 
 def _run(tx, params, loss, steps):
@@ -30,14 +33,13 @@ def _run(tx, params, loss, steps):
 
 # --- Convergence on the optax problems ---------------------------------------------------------------------------
 
+
 def _parabola():
   return jnp.array([1.0, 2.0]), lambda p: jnp.sum((p - jnp.array([-1.0, 0.5])) ** 2), jnp.array([-1.0, 0.5])
 
 
 def _rosenbrock():
-  return (jnp.array([-1.0, 1.5]),
-          lambda p: (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2,
-          jnp.array([1.0, 1.0]))
+  return (jnp.array([-1.0, 1.5]), lambda p: (1.0 - p[0]) ** 2 + 100.0 * (p[1] - p[0] ** 2) ** 2, jnp.array([1.0, 1.0]))
 
 
 def _matrix():
@@ -47,17 +49,20 @@ def _matrix():
 
 def _mixed():
   rng = np.random.default_rng(2)
-  target = {"w": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=4),
-                                                                                     jnp.float32)}
+  target = {"w": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32), "b": jnp.asarray(rng.normal(size=4), jnp.float32)}
   params = jax.tree.map(jnp.zeros_like, target)
   loss = lambda p: sum(jnp.sum((p[k] - target[k]) ** 2) for k in p)  # noqa: E731
   return params, loss, target
 
 
 @pytest.mark.parametrize(
-    "problem,lr,steps,atol",
-    [(_parabola, 1e-2, 2000, 1e-2), (_rosenbrock, 3e-2, 6000, 1e-2), (_matrix, 1e-2, 2000, 2e-2),
-     (_mixed, 1e-2, 2000, 2e-2)],
+  "problem,lr,steps,atol",
+  [
+    (_parabola, 1e-2, 2000, 1e-2),
+    (_rosenbrock, 3e-2, 6000, 1e-2),
+    (_matrix, 1e-2, 2000, 2e-2),
+    (_mixed, 1e-2, 2000, 2e-2),
+  ],
 )
 @pytest.mark.parametrize("momentum_dtype", ["float32", "bfloat16"])
 def test_converges(problem, lr, steps, atol, momentum_dtype):
@@ -72,8 +77,9 @@ def test_converges(problem, lr, steps, atol, momentum_dtype):
 def test_int8_momentum_converges_on_a_large_matrix(chunk_bytes):
   target = jnp.asarray(np.random.default_rng(3).normal(size=(64, 128)), jnp.float32)
   loss = lambda p: jnp.mean((p - target) ** 2)  # noqa: E731
-  tx = came_jax.came(optax.cosine_decay_schedule(1e-2, 1500, alpha=0.01), momentum_dtype="int8",
-                     chunk_bytes=chunk_bytes)
+  tx = came_jax.came(
+    optax.cosine_decay_schedule(1e-2, 1500, alpha=0.01), momentum_dtype="int8", chunk_bytes=chunk_bytes
+  )
   final, state = _run(tx, jnp.zeros_like(target), loss, 1500)
   assert isinstance(state[0].mu, quantization.QuantizedArray)
   np.testing.assert_allclose(final, target, atol=3e-2)
@@ -81,11 +87,15 @@ def test_int8_momentum_converges_on_a_large_matrix(chunk_bytes):
 
 # --- Composition with optax ---------------------------------------------------------------------------------------
 
+
 def _params():
   rng = np.random.default_rng(0)
-  return {"w": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32), "b": jnp.asarray(rng.normal(size=5),
-                                                                                   jnp.float32),
-          "s": jnp.float32(0.5), "t": jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)}
+  return {
+    "w": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32),
+    "b": jnp.asarray(rng.normal(size=5), jnp.float32),
+    "s": jnp.float32(0.5),
+    "t": jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32),
+  }
 
 
 def _grads(params, t):
@@ -126,10 +136,10 @@ def test_inject_hyperparams_gives_identical_results(momentum_dtype, weight_decay
   # The paper's betas: 0.999 and 0.9999 are not float32 numbers, and their complements are taken in float32 on
   # both paths (see came_jax/optim/came.py), so the two agree to rounding.
   kwargs = dict(learning_rate=3e-3, b1=0.9, b2=0.999, b3=0.9999, weight_decay=weight_decay)
-  plain = came_jax.came(**kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8,
-                        bias_correction=bias_correction)
+  plain = came_jax.came(**kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8, bias_correction=bias_correction)
   injected = optax.inject_hyperparams(came_jax.came, static_args=("min_quantized_size",))(
-      **kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8, bias_correction=bias_correction)
+    **kwargs, momentum_dtype=momentum_dtype, min_quantized_size=8, bias_correction=bias_correction
+  )
   assert jax.tree.structure(plain.init(_params())) == jax.tree.structure(injected.init(_params()).inner_state)
   params = _params()
   p1, s1 = params, plain.init(params)
@@ -180,8 +190,7 @@ def test_apply_if_finite_skips_nonfinite_gradients():
   params = _params()
   tx = optax.apply_if_finite(came_jax.came(1e-2), max_consecutive_errors=5)
   state = tx.init(params)
-  bad = jax.tree.map(lambda g: g.at[...].set(jnp.nan) if g.ndim == 0 else g.at[0].set(jnp.inf),
-                     _grads(params, 0))
+  bad = jax.tree.map(lambda g: g.at[...].set(jnp.nan) if g.ndim == 0 else g.at[0].set(jnp.inf), _grads(params, 0))
   updates, new_state = jax.jit(tx.update)(bad, state, params)
   assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
   assert int(new_state.notfinite_count) == 1
@@ -253,6 +262,7 @@ def test_weight_decay_mask():
 
 # --- Bias correction ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("chunk_bytes", [None, 2048])  # 2048: blocks of 8 rows
 def test_bias_corrected_update_is_on_adams_scale_from_the_first_step(chunk_bytes):
   """Fed the same small noisy gradients as optax.adam(b1=0.9, b2=0.999) (came_jax/bench/startup_spike.py)."""
@@ -299,6 +309,7 @@ def test_bias_correction_leaves_the_state_as_the_reference():
 
 # --- Options ------------------------------------------------------------------------------------------------------
 
+
 def test_largest_two_factoring_policy():
   params = {"conv": jnp.ones((3, 3, 256, 512)), "small": jnp.ones((4, 300)), "bias": jnp.ones(512)}
   state = came_jax.scale_by_came(factoring="largest_two", min_dim_size_to_factor=128).init(params)
@@ -323,9 +334,11 @@ def test_largest_two_factoring_with_non_trailing_axes_matches_transposed_problem
 
 @pytest.mark.parametrize("momentum_dtype,max_ratio", [("float32", 1.005), ("bfloat16", 0.505), ("int8", 0.26)])
 def test_state_bytes(momentum_dtype, max_ratio):
-  params = {"emb": jax.ShapeDtypeStruct((32768, 768), jnp.float32),
-            "ffn": jax.ShapeDtypeStruct((768, 3072), jnp.float32),
-            "ln": jax.ShapeDtypeStruct((768,), jnp.float32)}
+  params = {
+    "emb": jax.ShapeDtypeStruct((32768, 768), jnp.float32),
+    "ffn": jax.ShapeDtypeStruct((768, 3072), jnp.float32),
+    "ln": jax.ShapeDtypeStruct((768,), jnp.float32),
+  }
   state = jax.eval_shape(came_jax.came(1e-3, momentum_dtype=momentum_dtype).init, params)
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
@@ -352,14 +365,25 @@ def test_chunked_matrices_match_whole_matrices(momentum_dtype, bias_correction):
 
 # --- Bad input ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
-    "kwargs,name",
-    [(dict(b1=1.0), "b1"), (dict(b2=-0.1), "b2"), (dict(b3=1.5), "b3"), (dict(eps1=0.0), "eps1"),
-     (dict(eps2=-1e-16), "eps2"), (dict(clip_threshold=0.0), "clip_threshold"),
-     (dict(weight_decay=-0.1), "weight_decay"), (dict(learning_rate=-1.0), "learning_rate"),
-     (dict(factoring="rows"), "factoring"), (dict(momentum_dtype="fp8"), "momentum_dtype"),
-     (dict(quantization_block_size=0), "quantization_block_size"), (dict(chunk_bytes=0), "chunk_bytes"),
-     (dict(chunk_bytes="big"), "chunk_bytes"), (dict(bias_correction=1), "bias_correction")],
+  "kwargs,name",
+  [
+    (dict(b1=1.0), "b1"),
+    (dict(b2=-0.1), "b2"),
+    (dict(b3=1.5), "b3"),
+    (dict(eps1=0.0), "eps1"),
+    (dict(eps2=-1e-16), "eps2"),
+    (dict(clip_threshold=0.0), "clip_threshold"),
+    (dict(weight_decay=-0.1), "weight_decay"),
+    (dict(learning_rate=-1.0), "learning_rate"),
+    (dict(factoring="rows"), "factoring"),
+    (dict(momentum_dtype="fp8"), "momentum_dtype"),
+    (dict(quantization_block_size=0), "quantization_block_size"),
+    (dict(chunk_bytes=0), "chunk_bytes"),
+    (dict(chunk_bytes="big"), "chunk_bytes"),
+    (dict(bias_correction=1), "bias_correction"),
+  ],
 )
 def test_invalid_hyperparameters_name_the_argument(kwargs, name):
   kwargs = {"learning_rate": 1e-3, **kwargs}

@@ -22,13 +22,13 @@ def _get_opt_factory(opt_name):
 suite._get_opt_factory = _get_opt_factory  # pylint: disable=protected-access
 
 VARIANTS = tuple(
-    dict(opt_name="came", opt_kwargs=kwargs, wrapper_name=None, wrapper_kwargs=None)
-    for kwargs in (
-        dict(learning_rate=1e-2),
-        dict(learning_rate=1e-2, weight_decay=1e-4),
-        dict(learning_rate=1e-2, momentum_dtype="bfloat16"),
-        dict(learning_rate=1e-2, bias_correction=True),
-    )
+  dict(opt_name="came", opt_kwargs=kwargs, wrapper_name=None, wrapper_kwargs=None)
+  for kwargs in (
+    dict(learning_rate=1e-2),
+    dict(learning_rate=1e-2, weight_decay=1e-4),
+    dict(learning_rate=1e-2, momentum_dtype="bfloat16"),
+    dict(learning_rate=1e-2, bias_correction=True),
+  )
 )
 
 
@@ -41,24 +41,33 @@ class CameContribTest(parameterized.TestCase):
   """Every test of optax's `ContribTest`, on the variants above, with the suite's own other parameters."""
 
   test_optimizers_accept_extra_args = parameterized.product(VARIANTS, wrap=[True, False])(
-      _body("test_optimizers_accept_extra_args"))
+    _body("test_optimizers_accept_extra_args")
+  )
   # pylint: disable=protected-access
   test_optimizers = parameterized.product(
-      VARIANTS, target=(suite._setup_parabola, suite._setup_rosenbrock, suite._setup_matrix_parabola,
-                        suite._setup_mixed_tensor_target),
-      dtype=("float32",))(_body("test_optimizers"))
+    VARIANTS,
+    target=(
+      suite._setup_parabola,
+      suite._setup_rosenbrock,
+      suite._setup_matrix_parabola,
+      suite._setup_mixed_tensor_target,
+    ),
+    dtype=("float32",),
+  )(_body("test_optimizers"))
   # pylint: enable=protected-access
   test_optimizers_can_be_wrapped_in_inject_hyperparams = parameterized.product(VARIANTS)(
-      _body("test_optimizers_can_be_wrapped_in_inject_hyperparams"))
-  test_preserve_dtype = parameterized.product(VARIANTS, dtype=("bfloat16", "float32"))(
-      _body("test_preserve_dtype"))
+    _body("test_optimizers_can_be_wrapped_in_inject_hyperparams")
+  )
+  test_preserve_dtype = parameterized.product(VARIANTS, dtype=("bfloat16", "float32"))(_body("test_preserve_dtype"))
   test_gradient_accumulation = parameterized.product(VARIANTS, dtype=("bfloat16", "float32"))(
-      _body("test_gradient_accumulation"))
+    _body("test_gradient_accumulation")
+  )
   test_state_shape_dtype_shard_stability = parameterized.product(
-      VARIANTS, dtype=(jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64))(
-          _body("test_state_shape_dtype_shard_stability"))
+    VARIANTS, dtype=(jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+  )(_body("test_state_shape_dtype_shard_stability"))
   test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such = parameterized.product(VARIANTS)(
-      _body("test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such"))
+    _body("test_optimizers_accept_learning_rate_schedule_if_type_annotated_as_such")
+  )
 
 
 def test_every_test_of_the_suite_is_run():

@@ -15,14 +15,14 @@ import came_jax
 
 # Rank 0-4, including the degenerate (1, n) and (n, 1) matrices.
 SHAPES = {
-    "scalar": (),
-    "vector": (7,),
-    "matrix": (6, 5),
-    "row": (1, 9),
-    "col": (9, 1),
-    "rank3": (3, 4, 5),
-    "rank4": (2, 3, 4, 6),
-    "tall": (32, 24),  # split into 4 blocks of 8 rows when chunk_bytes=768
+  "scalar": (),
+  "vector": (7,),
+  "matrix": (6, 5),
+  "row": (1, 9),
+  "col": (9, 1),
+  "rank3": (3, 4, 5),
+  "rank4": (2, 3, 4, 6),
+  "tall": (32, 24),  # split into 4 blocks of 8 rows when chunk_bytes=768
 }
 NUM_STEPS = 60
 
@@ -39,13 +39,13 @@ def _max_rel_error(ours: np.ndarray, ref: np.ndarray, scale: float = 0.0) -> flo
 
 
 @pytest.mark.parametrize(
-    "lr,betas,clip_threshold,weight_decay",
-    [
-        (1e-3, (0.9, 0.999, 0.9999), 1.0, 0.0),  # the paper's defaults
-        (1e-2, (0.9, 0.999, 0.9999), 1.0, 0.1),  # decoupled weight decay
-        (3e-3, (0.8, 0.99, 0.999), 0.5, 0.0),  # faster statistics, tighter clipping
-        (5e-3, (0.95, 0.9, 0.99), 2.0, 0.01),  # loose clipping, fast instability EMA
-    ],
+  "lr,betas,clip_threshold,weight_decay",
+  [
+    (1e-3, (0.9, 0.999, 0.9999), 1.0, 0.0),  # the paper's defaults
+    (1e-2, (0.9, 0.999, 0.9999), 1.0, 0.1),  # decoupled weight decay
+    (3e-3, (0.8, 0.99, 0.999), 0.5, 0.0),  # faster statistics, tighter clipping
+    (5e-3, (0.95, 0.9, 0.99), 2.0, 0.01),  # loose clipping, fast instability EMA
+  ],
 )
 @pytest.mark.parametrize("chunk_bytes", [None, 768])
 def test_matches_came_pytorch(lr, betas, clip_threshold, weight_decay, chunk_bytes):
@@ -67,9 +67,8 @@ def _compare(lr, betas, clip_threshold, weight_decay, chunk_bytes, *, torch_beta
   # Gradients with a persistent component so momentum and instability evolve non-trivially.
   drift = {k: rng.normal(size=s).astype(np.float32) for k, s in SHAPES.items()}
   grads = [
-      {k: (drift[k] + rng.normal(size=s) * (0.1 + 2.0 * (t % 7 == 0))).astype(np.float32)
-       for k, s in SHAPES.items()}
-      for t in range(NUM_STEPS)
+    {k: (drift[k] + rng.normal(size=s) * (0.1 + 2.0 * (t % 7 == 0))).astype(np.float32) for k, s in SHAPES.items()}
+    for t in range(NUM_STEPS)
   ]
 
   # Two reference runs: in float32, as users run it, for the parameters; in float64 for the per-step update, a
@@ -77,11 +76,20 @@ def _compare(lr, betas, clip_threshold, weight_decay, chunk_bytes, *, torch_beta
   references = {}
   for dtype in (torch.float32, torch.float64):
     tensors = {k: torch.nn.Parameter(torch.tensor(v, dtype=dtype)) for k, v in init.items()}
-    references[dtype] = (tensors, CAME(list(tensors.values()), lr=lr, betas=torch_betas,
-                                       clip_threshold=clip_threshold, weight_decay=weight_decay))
+    references[dtype] = (
+      tensors,
+      CAME(list(tensors.values()), lr=lr, betas=torch_betas, clip_threshold=clip_threshold, weight_decay=weight_decay),
+    )
 
-  tx = came_jax.came(lr, b1=betas[0], b2=betas[1], b3=betas[2], clip_threshold=clip_threshold,
-                     weight_decay=weight_decay, chunk_bytes=chunk_bytes)
+  tx = came_jax.came(
+    lr,
+    b1=betas[0],
+    b2=betas[1],
+    b3=betas[2],
+    clip_threshold=clip_threshold,
+    weight_decay=weight_decay,
+    chunk_bytes=chunk_bytes,
+  )
   params = jax.tree.map(jnp.asarray, init)
   state = tx.init(params)
 

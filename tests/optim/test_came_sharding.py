@@ -5,17 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import came_jax
 from came_jax.optim import quantization
 
 SPECS = {
-    "w": ((16, 32), P("data", "model")),
-    "emb": ((64, 8), P("model", None)),
-    "rank3": ((4, 8, 512), P(None, "data", "model")),
-    "bias": ((32,), P("model")),
-    "scalar": ((), P()),
+  "w": ((16, 32), P("data", "model")),
+  "emb": ((64, 8), P("model", None)),
+  "rank3": ((4, 8, 512), P(None, "data", "model")),
+  "bias": ((32,), P("model")),
+  "scalar": ((), P()),
 }
 
 
@@ -36,8 +37,9 @@ def test_sharded_equals_unsharded_and_state_is_sharded(mesh, momentum_dtype, bia
   host = {k: rng.normal(size=shape).astype(np.float32) for k, (shape, _) in SPECS.items()}
   grads = [{k: rng.normal(size=shape).astype(np.float32) for k, (shape, _) in SPECS.items()} for _ in range(4)]
   shardings = {k: NamedSharding(mesh, spec) for k, (_, spec) in SPECS.items()}
-  tx = came_jax.came(1e-2, weight_decay=0.1, momentum_dtype=momentum_dtype, min_quantized_size=256,
-                     bias_correction=bias_correction)
+  tx = came_jax.came(
+    1e-2, weight_decay=0.1, momentum_dtype=momentum_dtype, min_quantized_size=256, bias_correction=bias_correction
+  )
 
   def step(params, state, grads):
     updates, state = tx.update(grads, state, params)
@@ -70,10 +72,10 @@ def test_sharded_equals_unsharded_and_state_is_sharded(mesh, momentum_dtype, bia
 
   came_state = sharded_state[0]
   expected = {
-      # leaf: (v_row spec, v_col spec), each statistic keeps the axes it shares with its param.
-      "w": (("data",), ("model",)),
-      "emb": (("model",), (None,)),
-      "rank3": ((None, "data"), (None, "model")),
+    # leaf: (v_row spec, v_col spec), each statistic keeps the axes it shares with its param.
+    "w": (("data",), ("model",)),
+    "emb": (("model",), (None,)),
+    "rank3": ((None, "data"), (None, "model")),
   }
   for k, (row_spec, col_spec) in expected.items():
     for field in ("v_row", "r_row"):

@@ -6,32 +6,32 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import came_jax
-from came_jax.optim import partition
-from came_jax.optim import quantization
+from came_jax.optim import partition, quantization
 
 # What the trainer's FSDP rule gives on a 2 x 4 ("data", "fsdp") mesh, plus hand-made specs a rule never makes.
 PARAMS = {
-    "emb": jnp.ones((64, 48)),
-    "square": jnp.ones((32, 32)),  # rows sharded: the row and column statistics have the same shape
-    "square_cols": jnp.ones((32, 32)),  # columns sharded
-    "square_2d": jnp.ones((32, 32)),  # rows over "data", columns over "fsdp"
-    "rank3": jnp.ones((4, 8, 512)),
-    "wide3": jnp.ones((256, 4, 64)),  # "largest_two" factors axes 0 and 2, "last_two" axes 1 and 2
-    "bias": jnp.ones((32,)),
-    "small": jnp.ones((4, 4)),
+  "emb": jnp.ones((64, 48)),
+  "square": jnp.ones((32, 32)),  # rows sharded: the row and column statistics have the same shape
+  "square_cols": jnp.ones((32, 32)),  # columns sharded
+  "square_2d": jnp.ones((32, 32)),  # rows over "data", columns over "fsdp"
+  "rank3": jnp.ones((4, 8, 512)),
+  "wide3": jnp.ones((256, 4, 64)),  # "largest_two" factors axes 0 and 2, "last_two" axes 1 and 2
+  "bias": jnp.ones((32,)),
+  "small": jnp.ones((4, 4)),
 }
 SPECS = {
-    "emb": P("fsdp"),
-    "square": P("fsdp"),
-    "square_cols": P(None, "fsdp"),
-    "square_2d": P("data", "fsdp"),
-    "rank3": P(None, None, "fsdp"),
-    "wide3": P("fsdp"),
-    "bias": P(),
-    "small": None,  # None: replicated
+  "emb": P("fsdp"),
+  "square": P("fsdp"),
+  "square_cols": P(None, "fsdp"),
+  "square_2d": P("data", "fsdp"),
+  "rank3": P(None, None, "fsdp"),
+  "wide3": P("fsdp"),
+  "bias": P(),
+  "small": None,  # None: replicated
 }
 PARAM_SPECS = {k: P() if s is None else s for k, s in SPECS.items()}  # and its momentum's spec
 
@@ -42,20 +42,21 @@ def _is_spec(x):
 
 def _assert_specs(got, expected):
   assert jax.tree.structure(got, is_leaf=_is_spec) == jax.tree.structure(expected, is_leaf=_is_spec)
-  for (path, g), e in zip(jax.tree_util.tree_flatten_with_path(got, is_leaf=_is_spec)[0],
-                          jax.tree.leaves(expected, is_leaf=_is_spec)):
+  for (path, g), e in zip(
+    jax.tree_util.tree_flatten_with_path(got, is_leaf=_is_spec)[0], jax.tree.leaves(expected, is_leaf=_is_spec)
+  ):
     assert g == e, (jax.tree_util.keystr(path), g, e)
 
 
 # v_row, v_col of each factored param under CAME's "last_two" policy: each keeps the spec of the axes it keeps.
 LAST_TWO = {
-    "emb": (P("fsdp"), P()),
-    "square": (P("fsdp"), P()),
-    "square_cols": (P(), P("fsdp")),
-    "square_2d": (P("data"), P("fsdp")),
-    "rank3": (P(), P(None, "fsdp")),
-    "wide3": (P("fsdp"), P("fsdp")),  # (256, 4) and (256, 64): the rows (axis 0) kept by both
-    "small": (P(), P()),
+  "emb": (P("fsdp"), P()),
+  "square": (P("fsdp"), P()),
+  "square_cols": (P(), P("fsdp")),
+  "square_2d": (P("data"), P("fsdp")),
+  "rank3": (P(), P(None, "fsdp")),
+  "wide3": (P("fsdp"), P("fsdp")),  # (256, 4) and (256, 64): the rows (axis 0) kept by both
+  "small": (P(), P()),
 }
 # "largest_two" with min_dim_size_to_factor=32: rank3's two largest axes (512, 8) are too small to factor (a full
 # second moment, sharded like the param), wide3 is factored over axes 0 and 2, `small` keeps a full moment.
@@ -65,19 +66,20 @@ del LARGEST_TWO["rank3"], LARGEST_TWO["small"]
 
 def _came_expected(factored, scales=None):
   """The expected `ScaleByCameState` specs for PARAMS; `scales`: int8 momentum block-scale specs by param."""
+
   def mu(k):
     if scales is not None and k in scales:
       return quantization.QuantizedArray(PARAM_SPECS[k], scales[k])
     return PARAM_SPECS[k]
 
   return came_jax.ScaleByCameState(
-      count=P(),
-      mu={k: mu(k) for k in PARAMS},
-      v_row={k: factored[k][0] if k in factored else P() for k in PARAMS},
-      v_col={k: factored[k][1] if k in factored else P() for k in PARAMS},
-      v={k: P() if k in factored else PARAM_SPECS[k] for k in PARAMS},
-      r_row={k: factored[k][0] if k in factored else P() for k in PARAMS},
-      r_col={k: factored[k][1] if k in factored else P() for k in PARAMS},
+    count=P(),
+    mu={k: mu(k) for k in PARAMS},
+    v_row={k: factored[k][0] if k in factored else P() for k in PARAMS},
+    v_col={k: factored[k][1] if k in factored else P() for k in PARAMS},
+    v={k: P() if k in factored else PARAM_SPECS[k] for k in PARAMS},
+    r_row={k: factored[k][0] if k in factored else P() for k in PARAMS},
+    r_col={k: factored[k][1] if k in factored else P() for k in PARAMS},
   )
 
 
@@ -103,12 +105,23 @@ def test_came_square_matrix_statistics_differ_without_names():
 
 @pytest.mark.parametrize("factoring", ["last_two", "largest_two"])
 def test_came_int8_codes_like_the_param_block_scales_replicate_the_blocked_axis(factoring):
-  tx = came_jax.scale_by_came(momentum_dtype="int8", min_quantized_size=256, quantization_block_size=256,
-                              factoring=factoring, min_dim_size_to_factor=32)
+  tx = came_jax.scale_by_came(
+    momentum_dtype="int8",
+    min_quantized_size=256,
+    quantization_block_size=256,
+    factoring=factoring,
+    min_dim_size_to_factor=32,
+  )
   specs = partition.state_specs(tx.init, PARAMS, SPECS)
   # Quantized: every param of >= 256 elements. Scales: the last axis in blocks of 256 (1 or 2 blocks).
-  scales = {"emb": P("fsdp"), "square": P("fsdp"), "square_cols": P(), "square_2d": P("data"), "rank3": P(),
-            "wide3": P("fsdp")}
+  scales = {
+    "emb": P("fsdp"),
+    "square": P("fsdp"),
+    "square_cols": P(),
+    "square_2d": P("data"),
+    "rank3": P(),
+    "wide3": P("fsdp"),
+  }
   _assert_specs(specs, _came_expected(LAST_TWO if factoring == "last_two" else LARGEST_TWO, scales))
   state = jax.eval_shape(tx.init, PARAMS)
   assert isinstance(state.mu["rank3"], quantization.QuantizedArray) and state.mu["rank3"].scales.shape == (4, 8, 2)
@@ -144,10 +157,20 @@ def test_optax_adamw_and_sgd():
 
 def test_optax_adafactor():
   """optax's Adafactor factors a matrix's two largest axes; `v_row` drops the largest (the last of equals)."""
-  params = {"emb": jnp.ones((64, 48)), "tall": jnp.ones((16, 2048)), "square": jnp.ones((32, 32)),
-            "rank3": jnp.ones((4, 8, 512)), "bias": jnp.ones(32)}
-  specs = {"emb": P("fsdp"), "tall": P(None, "fsdp"), "square": P("fsdp"), "rank3": P(None, None, "fsdp"),
-           "bias": P("fsdp")}
+  params = {
+    "emb": jnp.ones((64, 48)),
+    "tall": jnp.ones((16, 2048)),
+    "square": jnp.ones((32, 32)),
+    "rank3": jnp.ones((4, 8, 512)),
+    "bias": jnp.ones(32),
+  }
+  specs = {
+    "emb": P("fsdp"),
+    "tall": P(None, "fsdp"),
+    "square": P("fsdp"),
+    "rank3": P(None, None, "fsdp"),
+    "bias": P("fsdp"),
+  }
   tx = optax.adafactor(1e-3, min_dim_size_to_factor=8, momentum=0.9)
   got = partition.state_specs(tx.init, params, specs)
   factored, momentum = got[0], got[4].ema  # chain(factored rms, ..., ema, ...)
@@ -164,10 +187,13 @@ def test_optax_adafactor():
 
 def test_leaves_of_no_param_are_replicated():
   """A state leaf shaped like a param axis, but under no param's path or not scaling with it, is replicated."""
+
   def init(params):
-    return {"global": jnp.zeros(64),  # no param's path
-            "per_param": jax.tree.map(lambda p: jnp.zeros(64), params),  # under a path, but a fixed size
-            "rows": jax.tree.map(lambda p: jnp.zeros(p.shape[:1]), params)}  # axis 0 of each param
+    return {
+      "global": jnp.zeros(64),  # no param's path
+      "per_param": jax.tree.map(lambda p: jnp.zeros(64), params),  # under a path, but a fixed size
+      "rows": jax.tree.map(lambda p: jnp.zeros(p.shape[:1]), params),
+    }  # axis 0 of each param
 
   tx = optax.GradientTransformation(init, lambda u, s, p=None: (u, s))
   params = {"emb": jnp.ones((64, 48)), "cols": jnp.ones((48, 64))}
@@ -187,8 +213,9 @@ def test_params_as_a_list_or_a_single_array():
 def test_a_layout_changed_by_the_larger_shapes_is_replicated():
   """int8 momentum from 1500 elements: the 32 x 32 param is not quantized, its 64 x 32 probe would be."""
   tx = came_jax.scale_by_came(momentum_dtype="int8", min_quantized_size=1500)
-  specs = partition.state_specs(tx.init, {"w": jnp.ones((32, 32)), "e": jnp.ones((64, 48))},
-                                {"w": P("fsdp"), "e": P("fsdp")})
+  specs = partition.state_specs(
+    tx.init, {"w": jnp.ones((32, 32)), "e": jnp.ones((64, 48))}, {"w": P("fsdp"), "e": P("fsdp")}
+  )
   assert specs.mu["w"] == P()  # the probe's state has no such leaf: replicated, not guessed
   assert specs.mu["e"] == quantization.QuantizedArray(P("fsdp"), P("fsdp"))
   assert specs.v_row["w"] == P("fsdp")  # the statistics' layout did not change
@@ -216,12 +243,12 @@ def _named(mesh, specs):
 @pytest.mark.parametrize("name", ["came_int8", "came_largest_two", "adamw", "adafactor", "multi_steps", "injected"])
 def test_state_created_with_the_specs_is_sharded(mesh, name):
   tx = {
-      "came_int8": lambda: came_jax.came(1e-2, momentum_dtype="int8", min_quantized_size=256),
-      "came_largest_two": lambda: came_jax.came(1e-2, factoring="largest_two", min_dim_size_to_factor=32),
-      "adamw": lambda: optax.adamw(1e-3),
-      "adafactor": lambda: optax.adafactor(1e-3, min_dim_size_to_factor=8, momentum=0.9),
-      "multi_steps": lambda: optax.MultiSteps(came_jax.came(1e-2, bias_correction=True), every_k_schedule=2),
-      "injected": lambda: optax.inject_hyperparams(came_jax.came)(learning_rate=1e-2),
+    "came_int8": lambda: came_jax.came(1e-2, momentum_dtype="int8", min_quantized_size=256),
+    "came_largest_two": lambda: came_jax.came(1e-2, factoring="largest_two", min_dim_size_to_factor=32),
+    "adamw": lambda: optax.adamw(1e-3),
+    "adafactor": lambda: optax.adafactor(1e-3, min_dim_size_to_factor=8, momentum=0.9),
+    "multi_steps": lambda: optax.MultiSteps(came_jax.came(1e-2, bias_correction=True), every_k_schedule=2),
+    "injected": lambda: optax.inject_hyperparams(came_jax.came)(learning_rate=1e-2),
   }[name]()
   specs = partition.state_specs(tx.init, PARAMS, SPECS)
   state = jax.jit(tx.init, out_shardings=_named(mesh, specs))(PARAMS)
@@ -243,8 +270,7 @@ def test_came_init_on_placed_params_places_its_state_with_these_specs(mesh, mome
   tx = came_jax.came(1e-2, momentum_dtype=momentum_dtype, min_quantized_size=256)
   placed = tx.init(jax.device_put(PARAMS, _named(mesh, SPECS)))
   specs = partition.state_specs(tx.init, PARAMS, SPECS)
-  for (path, x), spec in zip(jax.tree_util.tree_flatten_with_path(placed)[0], jax.tree.leaves(specs,
-                                                                                                is_leaf=_is_spec)):
+  for (path, x), spec in zip(jax.tree_util.tree_flatten_with_path(placed)[0], jax.tree.leaves(specs, is_leaf=_is_spec)):
     assert isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh, jax.tree_util.keystr(path)
     assert x.sharding.is_equivalent_to(NamedSharding(mesh, spec), x.ndim), jax.tree_util.keystr(path)
     assert not np.any(np.asarray(x)), jax.tree_util.keystr(path)  # zeros, as unplaced

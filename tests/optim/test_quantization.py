@@ -13,6 +13,7 @@ def test_quantization_round_trip():
   y = quantization.dequantize(q, 256)
   scales = np.repeat(np.asarray(q.scales), 256, axis=-1)[:, :1000]
   # Companded codes: the error is at most half a code step in sqrt space.
-  assert np.all(np.abs(np.asarray(y) - np.asarray(x)) <= scales * (np.sqrt(np.abs(x) / scales) / 127 + 1 / 254**2)
-                + 1e-12)
+  assert np.all(
+    np.abs(np.asarray(y) - np.asarray(x)) <= scales * (np.sqrt(np.abs(x) / scales) / 127 + 1 / 254**2) + 1e-12
+  )
   np.testing.assert_array_equal(quantization.dequantize(quantization.zeros((3, 300), 256), 256), 0.0)

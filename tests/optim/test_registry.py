@@ -19,6 +19,7 @@ def _step(tx):
     state = registry.set_learning_rate(state, lr)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
   return step
 
 
@@ -83,8 +84,16 @@ def test_adafactor_decay_offset_is_optax(offset):
   cfg.name, cfg.grad_clip_norm = "adafactor", 0.0
   cfg.adafactor.update(dict(learning_rate=1e-2, decay_offset=offset, min_dim_size_to_factor=2))
   ours = registry.make(cfg)
-  ref = optax.adafactor(1e-2, min_dim_size_to_factor=2, decay_rate=0.8, decay_offset=offset,
-                        multiply_by_parameter_scale=False, clipping_threshold=1.0, momentum=0.9, eps=1e-30)
+  ref = optax.adafactor(
+    1e-2,
+    min_dim_size_to_factor=2,
+    decay_rate=0.8,
+    decay_offset=offset,
+    multiply_by_parameter_scale=False,
+    clipping_threshold=1.0,
+    momentum=0.9,
+    eps=1e-30,
+  )
   params = _params()
   s_ours, s_ref = ours.init(params), ref.init(params)
   for k in range(3):
@@ -92,8 +101,9 @@ def test_adafactor_decay_offset_is_optax(offset):
     u_ours, s_ours = ours.update(grads, s_ours, params)
     u_ref, s_ref = ref.update(grads, s_ref, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9), u_ours, u_ref)
-  v_row = [s for s in jax.tree.leaves(s_ref, is_leaf=lambda x: hasattr(x, "v_row"))
-           if hasattr(s, "v_row")][0].v_row["dense"]["kernel"]
+  v_row = [s for s in jax.tree.leaves(s_ref, is_leaf=lambda x: hasattr(x, "v_row")) if hasattr(s, "v_row")][0].v_row[
+    "dense"
+  ]["kernel"]
   grads_sq_mean = np.mean(np.cos(np.arange(12, dtype=np.float32) + 2).reshape(4, 3) ** 2, axis=1)
   # After 3 steps the row statistic holds a fraction 1 - beta2_3 of the last step's mean g^2 plus older ones:
   # near all of it with offset 0 (beta2_3 = 1 - 3^-0.8 = 0.58), a small part with offset -5000 (beta2 ~ 0.999).

@@ -24,9 +24,11 @@ CONFIGS = {"tiny": Config()}
 
 def init_params(cfg: Config, rng: jax.Array) -> dict:
   k1, k2 = jax.random.split(rng)
-  return {"embed": 0.02 * jax.random.normal(k1, (cfg.vocab_size, cfg.hidden_dim)),
-          "scale": jnp.ones((cfg.hidden_dim,)),
-          "out": 0.02 * jax.random.normal(k2, (cfg.hidden_dim, cfg.vocab_size))}
+  return {
+    "embed": 0.02 * jax.random.normal(k1, (cfg.vocab_size, cfg.hidden_dim)),
+    "scale": jnp.ones((cfg.hidden_dim,)),
+    "out": 0.02 * jax.random.normal(k2, (cfg.hidden_dim, cfg.vocab_size)),
+  }
 
 
 def max_len(cfg: Config) -> int:

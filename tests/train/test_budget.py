@@ -5,9 +5,20 @@ import pytest
 from came_jax.train import budget
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("90s", 90.0), ("10m", 600.0), ("24h", 86400.0), ("1.5h", 5400.0), ("2d", 172800.0), ("45", 45.0),
-    (30, 30.0), (0.5, 0.5), (" 7 min ", 420.0)])
+@pytest.mark.parametrize(
+  "text,seconds",
+  [
+    ("90s", 90.0),
+    ("10m", 600.0),
+    ("24h", 86400.0),
+    ("1.5h", 5400.0),
+    ("2d", 172800.0),
+    ("45", 45.0),
+    (30, 30.0),
+    (0.5, 0.5),
+    (" 7 min ", 420.0),
+  ],
+)
 def test_parse_budget(text, seconds):
   assert budget.parse_budget(text) == seconds
 

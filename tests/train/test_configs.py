@@ -33,8 +33,9 @@ def _parse(argv):
   """
   argv = ["pretrain", *argv]
   flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
+  config_flags.DEFINE_config_file(
+    "config", None, "A configs/*.py file.", flag_values=flag_values, lock_config=True, sys_argv=argv
+  )
   flag_values(argv)
   return flag_values.config
 
@@ -73,13 +74,19 @@ def test_full_crammed_bert_step_traces():
   state = jax.eval_shape(lambda p: step_lib.TrainState.create(p, tx, jax.random.PRNGKey(1)), params)
   k = round(c.data.mlm_rate * c.data.seq_len)
   mb, t, m = c.data.batch_size, c.data.seq_len, c.batch_size // c.data.batch_size
-  shapes = {"input_ids": ((m, mb, t), np.int32), "attention_mask": ((m, mb, t), np.int32),
-            "token_type_ids": ((m, mb, t), np.int32), "mlm_positions": ((m, mb, k), np.int32),
-            "mlm_labels": ((m, mb, k), np.int32), "mlm_weights": ((m, mb, k), np.float32)}
+  shapes = {
+    "input_ids": ((m, mb, t), np.int32),
+    "attention_mask": ((m, mb, t), np.int32),
+    "token_type_ids": ((m, mb, t), np.int32),
+    "mlm_positions": ((m, mb, k), np.int32),
+    "mlm_labels": ((m, mb, k), np.int32),
+    "mlm_weights": ((m, mb, k), np.float32),
+  }
   batch = {n: jax.ShapeDtypeStruct(s, d) for n, (s, d) in shapes.items()}
   fn = functools.partial(step_lib.train_step, loss_fn=functools.partial(model.loss_fn, cfg=model_cfg), tx=tx)
-  new_state, metrics = jax.eval_shape(fn, state, batch, jax.ShapeDtypeStruct((), np.int32),
-                                      jax.ShapeDtypeStruct((), np.float32))
+  new_state, metrics = jax.eval_shape(
+    fn, state, batch, jax.ShapeDtypeStruct((), np.int32), jax.ShapeDtypeStruct((), np.float32)
+  )
   assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
   assert metrics["loss"].shape == () and "accuracy" in metrics
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))

@@ -22,8 +22,17 @@ def test_peak_flops_table_and_mfu():
 
 
 def test_progress_line_shows_remaining_budget():
-  row = {"step": 120, "loss": 5.2312, "accuracy": 0.118, "learning_rate": 9.4e-4, "batch_size": 64,
-         "tokens_per_sec": 12345.0, "mfu": "n/a", "elapsed_s": 45.0, "remaining_s": 45.0}
+  row = {
+    "step": 120,
+    "loss": 5.2312,
+    "accuracy": 0.118,
+    "learning_rate": 9.4e-4,
+    "batch_size": 64,
+    "tokens_per_sec": 12345.0,
+    "mfu": "n/a",
+    "elapsed_s": 45.0,
+    "remaining_s": 45.0,
+  }
   line = metrics.progress_line(row, budget_s=90.0, max_steps=0)
   assert line.startswith("step 120 | loss 5.2312 | acc 0.118 | lr 9.40e-04 | bs 64 | 12.3k tok/s | MFU n/a")
   assert "45.0s (45.0s left)" in line and "50%" in line

@@ -31,8 +31,9 @@ def test_linear_cosine_constant_with_warmup():
 
 
 def test_make_lr_schedule_scales_the_peak():
-  cfg = ml_collections.ConfigDict(dict(name="budget-triangle", start_factor=0.25, peak_at=0.75, warmup=0.0,
-                                       end_factor=0.0, progress="auto"))
+  cfg = ml_collections.ConfigDict(
+    dict(name="budget-triangle", start_factor=0.25, peak_at=0.75, warmup=0.0, end_factor=0.0, progress="auto")
+  )
   lr = schedules.make_lr_schedule(cfg, 1e-3)
   assert lr(0.0) == pytest.approx(2.5e-4) and lr(0.75) == pytest.approx(1e-3) and lr(1.0) == 0.0
   cfg.name = "nope"

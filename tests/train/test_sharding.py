@@ -13,14 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import came_jax
 from came_jax.optim import registry
-from came_jax.train import input_pipeline
-from came_jax.train import sharding
+from came_jax.train import input_pipeline, sharding, trainer
 from came_jax.train import step as step_lib
-from came_jax.train import trainer
 from tests.train.tiny_configs import REPO, load_config
 
 MESHES = {"one": (1, 1), "dp": (8, 1), "fsdp": (1, 8), "dp_fsdp": (2, 4)}
@@ -33,9 +32,18 @@ def _losses(workdir):
 
 def _run(tiny_config, workdir, mesh, max_steps, name="standin", **overrides):
   # A constant rate and no batch ramp: a run to step 3 then resumed to 6 sees what a run to step 6 sees.
-  config = tiny_config(name, max_steps=max_steps, batch_ramp=0.0, **{
-      "schedule.name": "constant", "schedule.warmup": 0.0, "mesh.data": MESHES[mesh][0],
-      "mesh.fsdp": MESHES[mesh][1], **overrides})
+  config = tiny_config(
+    name,
+    max_steps=max_steps,
+    batch_ramp=0.0,
+    **{
+      "schedule.name": "constant",
+      "schedule.warmup": 0.0,
+      "mesh.data": MESHES[mesh][0],
+      "mesh.fsdp": MESHES[mesh][1],
+      **overrides,
+    },
+  )
   return trainer.train_and_evaluate(config, str(workdir))
 
 
@@ -61,8 +69,13 @@ def test_fsdp_spec_shards_the_largest_divisible_axis_and_replicates_small_leaves
   assert sharding.fsdp_spec((2048, 16), 1, 0) == P()  # no fsdp axis
 
 
-PARAMS = {"emb": jnp.ones((64, 48)), "square": jnp.ones((32, 32)), "rank3": jnp.ones((4, 8, 512)),
-          "bias": jnp.ones((32,)), "small": jnp.ones((4, 4))}
+PARAMS = {
+  "emb": jnp.ones((64, 48)),
+  "square": jnp.ones((32, 32)),
+  "rank3": jnp.ones((4, 8, 512)),
+  "bias": jnp.ones((32,)),
+  "small": jnp.ones((4, 4)),
+}
 
 
 def _spec(x):
@@ -100,7 +113,8 @@ def test_created_train_state_is_sharded_not_replicated(optimizer):
   cfg.adafactor.min_dim_size_to_factor = 8
   tx = registry.make(cfg)
   create = lambda: step_lib.TrainState.create(  # noqa: E731
-      jax.tree.map(lambda p: p * 1.0, PARAMS), tx, jax.random.PRNGKey(0))
+    jax.tree.map(lambda p: p * 1.0, PARAMS), tx, jax.random.PRNGKey(0)
+  )
   shape = jax.eval_shape(create)
   shardings = sharding.train_state_shardings(shape, tx, mesh, min_size=64)
   state = jax.jit(create, out_shardings=shardings)()
@@ -147,8 +161,9 @@ def test_crammed_bert_fsdp_matches_one_device(tiny_config, tmp_path):
   small = {"mesh.fsdp_min_size": 1024, "data.eval_path": "", "batch_size": 16}
   _run(tiny_config, tmp_path / "one", "one", 2, name="bert_cramming", **small)
   _run(tiny_config, tmp_path / "fsdp", "dp_fsdp", 2, name="bert_cramming", **small)
-  np.testing.assert_allclose(list(_losses(tmp_path / "fsdp").values()), list(_losses(tmp_path / "one").values()),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    list(_losses(tmp_path / "fsdp").values()), list(_losses(tmp_path / "one").values()), rtol=1e-5
+  )
 
 
 def _free_port():
@@ -161,25 +176,56 @@ def test_two_processes_match_one_and_their_checkpoint_restores_on_one_device(tin
   """A real multi-host run: two processes of 4 CPU devices each (gloo), through the launcher, each loading half of
   every batch. Same losses as one device; its checkpoint resumes in this single process on one device."""
   losses, _ = reference
-  config = tiny_config("standin", max_steps=3, batch_ramp=0.0, **{
-      "schedule.name": "constant", "schedule.warmup": 0.0, "mesh.data": -1})
+  config = tiny_config(
+    "standin", max_steps=3, batch_ramp=0.0, **{"schedule.name": "constant", "schedule.warmup": 0.0, "mesh.data": -1}
+  )
   flags = ["--config", "configs/gpt2.py:tiny", "--workdir", str(tmp_path)]
-  for key in ("model.name", "data.path", "data.eval_path", "data.cache_dir", "data.prefetch", "tokenizer_path",
-              "max_steps", "log_every_steps", "batch_ramp", "schedule.name", "schedule.warmup", "mesh.data",
-              "tensorboard", "checkpoint.every_s", "eval.every_s"):
+  for key in (
+    "model.name",
+    "data.path",
+    "data.eval_path",
+    "data.cache_dir",
+    "data.prefetch",
+    "tokenizer_path",
+    "max_steps",
+    "log_every_steps",
+    "batch_ramp",
+    "schedule.name",
+    "schedule.warmup",
+    "mesh.data",
+    "tensorboard",
+    "checkpoint.every_s",
+    "eval.every_s",
+  ):
     flags.append(f"--config.{key}={_dotted(config, key)}")
   address = f"localhost:{_free_port()}"
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   # Process 0 is told by flags, process 1 by the environment.
-  procs = [subprocess.Popen(
-      [sys.executable, str(REPO / "tests" / "train" / "multiprocess_worker.py"), *flags,
-       f"--config.distributed.coordinator_address={address}", "--config.distributed.num_processes=2",
-       "--config.distributed.process_id=0"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True),
-           subprocess.Popen(
-      [sys.executable, str(REPO / "tests" / "train" / "multiprocess_worker.py"), *flags], cwd=REPO,
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(REPO / "tests" / "train" / "multiprocess_worker.py"),
+        *flags,
+        f"--config.distributed.coordinator_address={address}",
+        "--config.distributed.num_processes=2",
+        "--config.distributed.process_id=0",
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    ),
+    subprocess.Popen(
+      [sys.executable, str(REPO / "tests" / "train" / "multiprocess_worker.py"), *flags],
+      cwd=REPO,
       env={**env, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    ),
+  ]
   outputs = [p.communicate(timeout=240) for p in procs]
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
@@ -208,8 +254,7 @@ def test_process_slices_partition_each_global_batch(tiny_config, tmp_path, objec
   assert config.data.objective == objective
   tokenizer = input_pipeline.make_tokenizer(config, str(tmp_path))
   whole = input_pipeline.make_train_iterator(config, tokenizer)
-  parts = [input_pipeline.make_train_iterator(config, tokenizer, process_index=i, process_count=4)
-           for i in range(4)]
+  parts = [input_pipeline.make_train_iterator(config, tokenizer, process_index=i, process_count=4) for i in range(4)]
   rows = config.data.batch_size // 4
   for it in parts:
     shapes = it.batch_shapes()
@@ -227,10 +272,9 @@ def test_process_slices_partition_each_global_batch(tiny_config, tmp_path, objec
   # Resuming a process's iterator continues its slice; held-out batches are sliced alike.
   resumed = input_pipeline.make_train_iterator(config, tokenizer, process_index=2, process_count=4)
   resumed.set_state({"step": 1})
-  np.testing.assert_array_equal(next(resumed)["input_ids"], whole.global_batch_at(1)["input_ids"][2 * rows:3 * rows])
+  np.testing.assert_array_equal(next(resumed)["input_ids"], whole.global_batch_at(1)["input_ids"][2 * rows : 3 * rows])
   whole_eval = input_pipeline.make_eval_batches(config, tokenizer)
-  eval_parts = [input_pipeline.make_eval_batches(config, tokenizer, process_index=i, process_count=4)
-                for i in range(4)]
+  eval_parts = [input_pipeline.make_eval_batches(config, tokenizer, process_index=i, process_count=4) for i in range(4)]
   for b, *slices in zip(whole_eval, *eval_parts):
     for k, v in b.items():
       np.testing.assert_array_equal(np.concatenate([s[k] for s in slices]), v, err_msg=k)
@@ -252,34 +296,41 @@ def test_distributed_settings_from_config_and_environment():
   assert sharding.distributed_args(cfg, environ={}) is None  # one process: jax.distributed is left alone
   env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "2"}
   assert sharding.distributed_args(cfg, environ=env) == dict(
-      coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)
+    coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2
+  )
   cfg.update(dict(coordinator_address="host:99", num_processes=2, process_id=1))
-  assert sharding.distributed_args(cfg, environ=env) == dict(coordinator_address="host:99", num_processes=2,
-                                                             process_id=1)
+  assert sharding.distributed_args(cfg, environ=env) == dict(
+    coordinator_address="host:99", num_processes=2, process_id=1
+  )
   cfg = sharding.distributed_config()
   cfg.coordinator_address = "host:99"  # the rest from the cluster (SLURM, Open MPI, ...)
-  assert sharding.distributed_args(cfg, environ={}) == dict(coordinator_address="host:99", num_processes=None,
-                                                            process_id=None)
+  assert sharding.distributed_args(cfg, environ={}) == dict(
+    coordinator_address="host:99", num_processes=None, process_id=None
+  )
   cfg.update(dict(num_processes=2, process_id=2))
   with pytest.raises(ValueError, match="config.distributed.process_id=2"):
     sharding.distributed_args(cfg, environ={})
   assert sharding.initialize_distributed(sharding.distributed_config()) is False
 
 
-@pytest.mark.parametrize("mesh,expected", [((-1, 1), (8, 1)), ((1, -1), (1, 8)), ((2, -1), (2, 4)), ((4, 2), (4, 2)),
-                                           ((1, 1), (1, 1))])
+@pytest.mark.parametrize(
+  "mesh,expected", [((-1, 1), (8, 1)), ((1, -1), (1, 8)), ((2, -1), (2, 4)), ((4, 2), (4, 2)), ((1, 1), (1, 1))]
+)
 def test_mesh_shape(mesh, expected):
   cfg = sharding.mesh_config()
   cfg.data, cfg.fsdp = mesh
   assert sharding.mesh_shape(cfg, 8) == expected
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("mesh.data", 16, r"config.mesh.data x config.mesh.fsdp = 16 x 1 = 16 devices, but only 8"),
     ("mesh.fsdp", 3, r"config.data.batch_size=16: must be divisible by the 3 devices"),
     ("mesh.data", 0, r"config.mesh.data=0"),
     ("mesh.fsdp", -2, r"config.mesh.fsdp=-2"),
-])
+  ],
+)
 def test_bad_mesh_fails_naming_its_key(tiny_config, tmp_path, key, value, message):
   config = tiny_config("standin", **{key: value})
   with pytest.raises(ValueError, match=message):

@@ -24,8 +24,12 @@ def _poisoned_loss(params, batch, rng, *, train):
 def _micro_batch(seed, poison=1.0, batch=4, length=8):
   rng = np.random.default_rng(seed)
   ids = rng.integers(0, CFG.vocab_size, (batch, length + 1)).astype(np.int32)
-  return {"input_ids": ids[:, :-1], "labels": ids[:, 1:], "weights": np.ones((batch, length), np.float32),
-          "poison": np.full((batch,), poison, np.float32)}
+  return {
+    "input_ids": ids[:, :-1],
+    "labels": ids[:, 1:],
+    "weights": np.ones((batch, length), np.float32),
+    "poison": np.full((batch,), poison, np.float32),
+  }
 
 
 def _stack(*mbs):
@@ -54,8 +58,7 @@ def test_accumulated_micro_batches_equal_one_big_batch():
   s2, m2 = fn(state, big, np.int32(1), np.float32(1e-2))
   np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-6)
   assert float(m1["num_tokens"]) == float(m2["num_tokens"]) == 64
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7), _host(s1.params),
-               _host(s2.params))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-7), _host(s1.params), _host(s2.params))
 
 
 def test_unused_micro_batch_slots_are_ignored():

@@ -64,8 +64,19 @@ def test_budget_stop_with_fake_clock(tiny_config, tmp_path):
   assert 0 < peak < len(lrs) - 1 and lrs[-1] < lrs[peak]
   assert rows[0]["batch_size"] == 16 and rows[-1]["batch_size"] == 32
   assert summary["train_step_compilations"] == 1
-  for key in ("step", "loss", "tokens_per_sec", "elapsed_s", "remaining_s", "learning_rate", "grad_norm",
-              "update_norm", "param_norm", "mfu", "accuracy"):
+  for key in (
+    "step",
+    "loss",
+    "tokens_per_sec",
+    "elapsed_s",
+    "remaining_s",
+    "learning_rate",
+    "grad_norm",
+    "update_norm",
+    "param_norm",
+    "mfu",
+    "accuracy",
+  ):
     assert key in rows[-1], key
   assert rows[-1]["mfu"] == "n/a"  # CPU
 
@@ -79,8 +90,16 @@ def test_summary_and_metrics_files(tiny_config, tmp_path, caplog):
   assert len([m for m in caplog.messages if m.startswith("input pipeline ") and "vs training step" in m]) == 1
   on_disk = json.loads(pathlib.Path(tmp_path, "summary.json").read_text())
   assert on_disk["steps"] == summary["steps"] == 5 and summary["stop_reason"] == "max_steps"
-  for key in ("tokens_seen", "final_train_loss", "heldout_loss", "heldout_perplexity", "budget_s", "elapsed_s",
-              "optimizer", "config"):
+  for key in (
+    "tokens_seen",
+    "final_train_loss",
+    "heldout_loss",
+    "heldout_perplexity",
+    "budget_s",
+    "elapsed_s",
+    "optimizer",
+    "config",
+  ):
     assert on_disk[key] is not None, key
   assert on_disk["tokens_seen"] == sum(r["batch_size"] for r in _train_rows(tmp_path)) * 128
   assert on_disk["heldout_perplexity"] == pytest.approx(np.exp(on_disk["heldout_loss"]))
@@ -111,7 +130,9 @@ def test_nonfinite_streak_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_
   jax.tree.map(np.testing.assert_array_equal, good, _params(tmp_path, 4))
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("budget", "-10m", "config.budget"),
     ("budget", "soon", "config.budget"),
     ("max_steps", -1, "config.max_steps"),
@@ -126,7 +147,8 @@ def test_nonfinite_streak_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_
     ("model.preset", "huge", "config.model.preset"),
     ("model.name", "resnet", "config.model.name"),
     ("max_consecutive_nonfinite", 0, "config.max_consecutive_nonfinite"),
-])
+  ],
+)
 def test_bad_config_fails_before_compilation(tiny_config, tmp_path, key, value, message):
   config = tiny_config("gpt2", **{key: value})
   compiles = metrics_lib.compile_count()
@@ -144,16 +166,32 @@ def test_unknown_model_field_is_named(tiny_config, tmp_path):
     trainer.train_and_evaluate(config, str(tmp_path))
 
 
-@pytest.mark.parametrize("override,message", [
+@pytest.mark.parametrize(
+  "override,message",
+  [
     ("--config.no_such_key=1", "no_such_key"),
     ("--config.budgett=10m", 'Did you mean "budget"'),
     ("--config.budget=-5m", "config.budget='-5m' must be positive"),
-])
+  ],
+)
 def test_launcher_refuses_unknown_keys_and_bad_values(tmp_path, override, message):
   """Through the real launcher: lock_config refuses unknown keys while parsing flags; values fail at start."""
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.pretrain", "--config", "configs/bert_cramming.py:tiny",
-       "--workdir", str(tmp_path / "w"), override], cwd=REPO, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      "-m",
+      "experiments.pretrain",
+      "--config",
+      "configs/bert_cramming.py:tiny",
+      "--workdir",
+      str(tmp_path / "w"),
+      override,
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode != 0
   assert message in result.stderr, result.stderr[-2000:]
   assert not (tmp_path / "w").exists()

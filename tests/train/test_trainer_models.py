@@ -40,8 +40,11 @@ def _assert_learns_and_compiles_once(rows, steps):
 @pytest.mark.parametrize("name,optimizer,lr", [("bert_cramming", "adafactor", 1e-2), ("t5", "adamw", 3e-3)])
 def test_model_learns_on_sample_text(tiny_config, tmp_path, name, optimizer, lr):
   steps = 12
-  config = tiny_config(name, max_steps=steps, **{"optimizer.name": optimizer, "batch_ramp": 0.5,
-                                                 f"optimizer.{optimizer}.learning_rate": lr})
+  config = tiny_config(
+    name,
+    max_steps=steps,
+    **{"optimizer.name": optimizer, "batch_ramp": 0.5, f"optimizer.{optimizer}.learning_rate": lr},
+  )
   summary = trainer.train_and_evaluate(config, str(tmp_path))
   rows = _train_rows(tmp_path)
   _assert_learns_and_compiles_once(rows, steps)
@@ -52,20 +55,39 @@ def test_model_learns_on_sample_text(tiny_config, tmp_path, name, optimizer, lr)
 
 
 def _launch(script, workdir, flags, env, **kwargs):
-  return subprocess.run([sys.executable, *script, "--config", "configs/gpt2.py:tiny", "--workdir", str(workdir),
-                         *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, **kwargs)
+  return subprocess.run(
+    [sys.executable, *script, "--config", "configs/gpt2.py:tiny", "--workdir", str(workdir), *flags],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    **kwargs,
+  )
 
 
 def test_gpt2_sigkill_and_resume_is_bitwise_identical(tiny_config, tmp_path):
   """GPT-2 with CAME: uninterrupted vs killed (SIGKILL while starting its 2nd checkpoint) and resumed."""
   c = tiny_config("gpt2")
   steps = 8
-  flags = [f"--config.max_steps={steps}", "--config.checkpoint.every_steps=3", "--config.checkpoint.every_s=0",
-           "--config.eval.every_s=0", "--config.log_every_steps=1", "--config.data.eval_batches=2",
-           f"--config.data.path={c.data.path}", f"--config.data.eval_path={c.data.eval_path}",
-           f"--config.data.cache_dir={c.data.cache_dir}", f"--config.tokenizer_path={c.tokenizer_path}"]
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+  flags = [
+    f"--config.max_steps={steps}",
+    "--config.checkpoint.every_steps=3",
+    "--config.checkpoint.every_s=0",
+    "--config.eval.every_s=0",
+    "--config.log_every_steps=1",
+    "--config.data.eval_batches=2",
+    f"--config.data.path={c.data.path}",
+    f"--config.data.eval_path={c.data.eval_path}",
+    f"--config.data.cache_dir={c.data.cache_dir}",
+    f"--config.tokenizer_path={c.tokenizer_path}",
+  ]
+  env = dict(
+    os.environ,
+    JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+  )
   launcher = ["-m", "experiments.pretrain"]
 
   straight = _launch(launcher, tmp_path / "straight", flags, env)
@@ -83,8 +105,9 @@ def test_gpt2_sigkill_and_resume_is_bitwise_identical(tiny_config, tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resuming" in resumed.stderr and "Restored step 3" in resumed.stderr
 
-  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / "straight", steps),
-               _params(tmp_path / "killed", steps))
+  jax.tree.map(
+    np.testing.assert_array_equal, _params(tmp_path / "straight", steps), _params(tmp_path / "killed", steps)
+  )
   after_resume = {r["step"]: r["loss"] for r in _train_rows(tmp_path / "killed")[6:]}
   assert after_resume == {r["step"]: r["loss"] for r in rows if r["step"] > 3}
   summaries = [json.loads((tmp_path / w / "summary.json").read_text()) for w in ("straight", "killed")]
