@@ -21,9 +21,9 @@ The conversions (state dicts, ``config.json``) are :mod:`came_jax.hf`'s, reached
 ``lm_head.weight`` differ and will not be tied: that is intended (see :mod:`came_jax.hf.t5`).
 
 **Crammed BERT** (pre-LN, gated GELU, ...) has no stock Hugging Face class: export raises
-:class:`UnsupportedLayoutError` naming exactly the features of the given config that ``BertForMaskedLM`` cannot
-express, before anything is written (see :mod:`came_jax.hf.bert`). A crammed model's GLUE results come from
-:mod:`came_jax.glue`, which needs no export.
+:class:`came_jax.hf.UnsupportedLayoutError` naming exactly the features of the given config that
+``BertForMaskedLM`` cannot express, before anything is written (see :mod:`came_jax.hf.bert`). A crammed model's
+GLUE results come from :mod:`came_jax.glue`, which needs no export.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ import numpy as np
 
 from came_jax import hf, models
 from came_jax.data import tokenizer as tokenizer_lib
-
-UnsupportedLayoutError = hf.UnsupportedLayoutError  # what callers of export catch (experiments/export_hf.py)
 
 
 def save_tokenizer(tokenizer: tokenizer_lib.Tokenizer, out_dir: str | pathlib.Path, *, max_len: int | None) -> None:
@@ -107,7 +105,7 @@ def export(
   ``BertForSequenceClassification``. Nothing is written when the conversion fails.
 
   Raises:
-    UnsupportedLayoutError: a crammed-BERT layout (naming the features).
+    came_jax.hf.UnsupportedLayoutError: a crammed-BERT layout (naming the features).
     ValueError: no conversion for ``model_name``, or the tokenizer's vocabulary size differs from the model's.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
@@ -131,7 +129,7 @@ def export_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path, step: i
   """Exports the checkpoint ``step`` (default: latest) of the pretraining run in ``run_dir``, tokenizer included.
 
   Raises:
-    UnsupportedLayoutError: the run is a crammed BERT (nothing is written).
+    came_jax.hf.UnsupportedLayoutError: the run is a crammed BERT (nothing is written).
   """
   from came_jax import pretrained  # pylint: disable=g-import-not-at-top
 

@@ -29,13 +29,21 @@ from __future__ import annotations
 
 import argparse
 
+from came_jax import config_files
 from came_jax.bench import hlo_profile, train_loop, train_step
 from came_jax.optim import registry
+
+# --models: each recipe's config file, its name in the tables, and the `small` preset's sequence length.
+RECIPES = {
+  "bert": ("configs/bert_cramming.py", "crammed BERT", 128),
+  "gpt2": ("configs/gpt2.py", "GPT-2", 256),
+  "t5": ("configs/t5.py", "T5 v1.1", 128),
+}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--models", nargs="*", default=list(train_step.CONFIGS), choices=list(train_step.CONFIGS))
+  parser.add_argument("--models", nargs="*", default=list(RECIPES), choices=list(RECIPES))
   parser.add_argument("--preset", default="auto", choices=["auto", "full", "small", "tiny"])
   parser.add_argument("--batch", type=int, default=None, help="sequences per micro-batch (default: the recipe's)")
   parser.add_argument("--micro-batches", type=int, default=1, help="micro-batches accumulated per step")
@@ -68,14 +76,26 @@ def main() -> None:
   if args.steps < 1 or args.warmup < 0:
     parser.error("--steps must be >= 1 and --warmup >= 0")
   if args.loop:
-    for line in train_loop.loop(args.loop, args.loop_steps, args.repeats):
+    path, _, variant = args.loop.partition(":")
+    for line in train_loop.loop(config_files.load(path, variant), args.loop, args.loop_steps, args.repeats):
       print(line)
     return
   preset, dtype, attention = train_step.resolve(args.preset, args.dtype, args.attention)
   baseline = train_step.load_step_module(args.baseline_step) if args.baseline_step else None
   setups, results = {}, []
   for name in args.models:
-    setup = train_step.make_setup(name, preset, args.batch, dtype, attention, args.micro_batches)
+    path, title, small_seq_len = RECIPES[name]
+    config = config_files.load(path, "tiny" if preset == "tiny" else "")
+    setup = train_step.make_setup(
+      config,
+      title,
+      preset,
+      args.batch,
+      dtype,
+      attention,
+      args.micro_batches,
+      seq_len=small_seq_len if preset == "small" else None,
+    )
     setups[setup.label] = setup
     if args.profile:
       print("\n" + hlo_profile.profile(setup, args.optimizers[0], args.steps, args.warmup, args.top))

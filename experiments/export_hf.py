@@ -9,7 +9,7 @@ naming the features Hugging Face BERT lacks (see came_jax/export.py).
 
 from absl import app, flags, logging
 
-from came_jax import export
+from came_jax import export, hf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Pretraining run directory (experiments/pretrain.py --workdir).")
@@ -26,7 +26,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     out = export.export_run(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  except export.UnsupportedLayoutError as e:
+  except hf.UnsupportedLayoutError as e:
     raise SystemExit(f"Not exported: {e}") from None
   print(f"Exported {FLAGS.workdir} to {out}")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from came_jax import config_files, export, models, pretrained
+from came_jax import config_files, export, hf, models, pretrained
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.hf import bert as hf_bert
 from came_jax.hf import gpt2 as hf_gpt2
@@ -141,7 +141,7 @@ def test_bert_mlm_and_classifier_round_trip(tmp_path, variant):
 def test_crammed_bert_is_refused_with_its_features(tmp_path):
   cfg = models.make_config("bert", "tiny", vocab_size=V, head_transform=False)
   params = bert_init(cfg, jax.random.key(0))
-  with pytest.raises(export.UnsupportedLayoutError) as err:
+  with pytest.raises(hf.UnsupportedLayoutError) as err:
     export.export("bert", params, cfg, tmp_path / "out")
   message = str(err.value)
   for feature in ("pre-LN", "final LayerNorm", "gated-GELU", "no MLM head transform", "bert-base-original"):
@@ -222,6 +222,6 @@ def test_export_run_directory_with_tokenizer(tmp_path, small_tokenizer, shared_d
 
 def test_export_run_refuses_crammed_bert(tmp_path, small_tokenizer):
   _fake_run(tmp_path / "run", "bert_cramming", small_tokenizer, model_overrides={"dtype": "float32"})
-  with pytest.raises(export.UnsupportedLayoutError, match="pre-LN .* gated-GELU .* no MLM head transform"):
+  with pytest.raises(hf.UnsupportedLayoutError, match="pre-LN .* gated-GELU .* no MLM head transform"):
     export.export_run(tmp_path / "run", tmp_path / "hf")
   assert not (tmp_path / "hf").exists()

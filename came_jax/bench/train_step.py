@@ -14,7 +14,6 @@ import collections
 import dataclasses
 import functools
 import importlib.util
-import pathlib
 import re
 import sys
 import time
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from came_jax import config_files, models
+from came_jax import models
 from came_jax.bench import timing
 from came_jax.data import objectives
 from came_jax.data import tokenizer as tokenizer_lib
@@ -34,17 +33,7 @@ from came_jax.optim import registry
 from came_jax.train import metrics as metrics_lib
 from came_jax.train import step as step_lib
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-# Command-line data, keyed by the --models names: the recipe's config file, a label, the `small` preset's length.
-CONFIGS = {"bert": "bert_cramming", "gpt2": "gpt2", "t5": "t5"}
-LABELS = {"bert": "crammed BERT", "gpt2": "GPT-2", "t5": "T5 v1.1"}
-SMALL_SEQ = {"bert": 128, "gpt2": 256, "t5": 128}
 SMALL_LAYERS = 2  # the `small` preset's layer count (of each stack)
-
-
-def load_config(name: str, variant: str = ""):
-  """`configs/<name>.py:<variant>` of the repository (unlocked)."""
-  return config_files.load(REPO / "configs" / f"{name}.py", variant)
 
 
 def on_accelerator() -> bool:
@@ -122,7 +111,7 @@ def with_layers(cfg: Any, n: int) -> Any:
 class Setup:
   """One model's recipe at a preset: its config, model Config, module and a synthetic batch."""
 
-  name: str
+  title: str  # the model, for tables ("crammed BERT")
   config: Any
   model_cfg: Any
   module: ModuleType
@@ -133,7 +122,7 @@ class Setup:
   @property
   def label(self) -> str:
     layers = getattr(self.model_cfg, "num_layers", None)
-    return f"{LABELS[self.name]} ({self.config.model.preset}, {layers} layers)"
+    return f"{self.title} ({self.config.model.preset}, {layers} layers)"
 
   @property
   def tokens(self) -> int:
@@ -148,14 +137,22 @@ class Setup:
 
 
 def make_setup(
-  name: str, preset: str, batch_size: Optional[int], dtype: str, attention: str, micro_batches: int = 1
+  config: Any,
+  title: str,
+  preset: str,
+  batch_size: Optional[int],
+  dtype: str,
+  attention: str,
+  micro_batches: int = 1,
+  seq_len: Optional[int] = None,
 ) -> Setup:
-  """Model `name` of :data:`CONFIGS` at `preset` (`full`, `small` or `tiny`; see the launcher), computing in
-  `dtype` with attention `attention` (`xla`: the model's default, or `cudnn`), on `micro_batches` synthetic
-  micro-batches of `batch_size` sequences (default: the recipe's)."""
-  config = load_config(CONFIGS[name], "tiny" if preset == "tiny" else "")
-  if preset == "small":
-    config.data.seq_len = SMALL_SEQ[name]
+  """The model of a pretraining `config` (a recipe, or its `:tiny` variant for the `tiny` preset) at `preset`
+  (`small`: the same widths with :data:`SMALL_LAYERS` layers; see the launcher), at sequence length `seq_len`
+  (default: the config's), computing in `dtype` with attention `attention` (`xla`: the model's default, or
+  `cudnn`), on `micro_batches` synthetic micro-batches of `batch_size` sequences (default: the config's)."""
+  config = config.copy_and_resolve_references()
+  if seq_len:
+    config.data.seq_len = seq_len
   config.model.dtype = dtype
   module = models.get(config.model.name)
   model_cfg = models.from_config_section(config.model, config.data.vocab_size)
@@ -166,7 +163,7 @@ def make_setup(
   b = batch_size or config.data.batch_size
   stacked = [synthetic_batch(config.data, b, seed=i) for i in range(micro_batches)]
   batch = jax.tree.map(lambda *x: np.stack(x), *stacked)
-  return Setup(name, config, model_cfg, module, batch, config.data.seq_len, b * micro_batches)
+  return Setup(title, config, model_cfg, module, batch, config.data.seq_len, b * micro_batches)
 
 
 def make_tx(config, optimizer: str) -> optax.GradientTransformation:

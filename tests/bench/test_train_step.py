@@ -5,23 +5,35 @@ import dataclasses
 import numpy as np
 import pytest
 
-from came_jax import models
+from came_jax import config_files, models
 from came_jax.bench import train_step
 from came_jax.data import tokenizer
+from experiments import bench_train
+from tests.train.tiny_configs import REPO, load_config
 
 
-@pytest.mark.parametrize("name", list(train_step.CONFIGS))
+def _setup(name, preset, **kwargs):
+  """What `experiments/bench_train.py --models NAME --preset PRESET` sets up."""
+  path, title, small_seq_len = bench_train.RECIPES[name]
+  config = config_files.load(REPO / path, "tiny" if preset == "tiny" else "")
+  seq_len = small_seq_len if preset == "small" else None
+  return train_step.make_setup(config, title, preset, seq_len=seq_len, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(bench_train.RECIPES))
 def test_small_preset_keeps_the_widths_with_two_layers(name):
-  setup = train_step.make_setup(name, "small", batch_size=2, dtype="float32", attention="xla", micro_batches=2)
-  full = models.from_config_section(train_step.load_config(train_step.CONFIGS[name]).model, setup.model_cfg.vocab_size)
-  assert setup.model_cfg.num_layers == 2 and setup.seq_len == train_step.SMALL_SEQ[name]
+  setup = _setup(name, "small", batch_size=2, dtype="float32", attention="xla", micro_batches=2)
+  full = models.from_config_section(
+    config_files.load(REPO / bench_train.RECIPES[name][0]).model, setup.model_cfg.vocab_size
+  )
+  assert setup.model_cfg.num_layers == 2 and setup.seq_len == bench_train.RECIPES[name][2]
   assert dataclasses.replace(setup.model_cfg, num_layers=full.num_layers) == dataclasses.replace(
     full, dtype="float32"
   )  # (T5: the decoder follows the encoder's 2 layers)
   assert setup.batch["input_ids"].shape == (2, 2, setup.seq_len) and setup.batch_size == 4
   assert setup.tokens == 4 * setup.seq_len and setup.flops_per_token() > 0
   assert setup.label.endswith("2 layers)")
-  cudnn = train_step.make_setup(name, "small", batch_size=2, dtype="bfloat16", attention="cudnn")
+  cudnn = _setup(name, "small", batch_size=2, dtype="bfloat16", attention="cudnn")
   assert cudnn.model_cfg.attention_impl == "cudnn" and setup.model_cfg.attention_impl is None
 
 
@@ -33,7 +45,7 @@ def test_with_layers_sets_every_layer_count_it_finds():
 
 
 def _data(objective, vocab_size=512, seq_len=32):
-  config = train_step.load_config("bert_cramming", "tiny")
+  config = load_config("bert_cramming", "tiny")
   config.data.update(dict(objective=objective, vocab_size=vocab_size, seq_len=seq_len))
   return config.data
 
@@ -64,7 +76,7 @@ def test_resolve_on_cpu():
 
 
 def test_bench_times_each_optimizer_and_the_table_compares_them():
-  setup = train_step.make_setup("gpt2", "tiny", batch_size=2, dtype="float32", attention="xla")
+  setup = _setup("gpt2", "tiny", batch_size=2, dtype="float32", attention="xla")
   results = train_step.bench(setup, ["came", "adamw"], steps=1, warmup=0)
   assert [r.optimizer for r in results] == ["came", "adamw"]
   for r in results:
