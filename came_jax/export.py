@@ -1,11 +1,13 @@
-"""Export to Hugging Face: GPT-2, T5 v1.1 and original-layout BERT as folders that ``transformers`` loads.
+"""Export to Hugging Face: GPT-2, T5 v1.1 and BERT (crammed or original) as folders that ``transformers`` loads.
 
 ``export(model_name, params, cfg, out_dir, tokenizer=...)`` (or ``export_run(RUN_DIR, out_dir)`` for a pretraining
 run, or ``python -m experiments.export_hf --workdir RUN_DIR --out HF_DIR``) writes:
 
 * ``config.json``: ``GPT2LMHeadModel``, ``T5ForConditionalGeneration``, ``BertForMaskedLM`` (MLM parameters) or
-  ``BertForSequenceClassification`` (GLUE classifier parameters), written as plain JSON (no ``transformers``
-  needed to export);
+  ``BertForSequenceClassification`` (GLUE classifier parameters), or for crammed BERT ``CameBertForMaskedLM`` /
+  ``CameBertForSequenceClassification`` (below), written as plain JSON (no ``transformers`` needed to export);
+* for crammed BERT, the remote code that ``config.json``'s ``auto_map`` names: ``configuration_came_bert.py`` and
+  ``modeling_came_bert.py`` (from ``came_jax/hf/remote/``);
 * ``model.safetensors``: float32 weights under Hugging Face names; tied copies are left out where Hugging Face
   re-ties them (GPT-2 ``lm_head``, BERT's decoder), T5's untied ``lm_head`` is kept;
 * the tokenizer: ``tokenizer.model`` (our SentencePiece model, byte fallback included) and
@@ -20,14 +22,22 @@ The conversions (state dicts, ``config.json``) are :mod:`came_jax.hf`'s, reached
 1e-4 in float32 (``tests/test_export.py``). Loading a T5 export, ``transformers`` 5 warns that ``shared.weight`` and
 ``lm_head.weight`` differ and will not be tied: that is intended (see :mod:`came_jax.hf.t5`).
 
-**Crammed BERT** (pre-LN, gated GELU, ...) has no stock Hugging Face class: export raises
-:class:`came_jax.hf.UnsupportedLayoutError` naming exactly the features of the given config that
-``BertForMaskedLM`` cannot express, before anything is written (see :mod:`came_jax.hf.bert`). A crammed model's
-GLUE results come from :mod:`came_jax.glue`, which needs no export.
+**Crammed BERT** (pre-LN, gated GELU, no MLM head transform: what stock ``BertForMaskedLM`` cannot express) is
+exported with its own PyTorch modeling file, the Hugging Face convention for custom architectures, and loads with
+``trust_remote_code=True``::
+
+  from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+  mlm = AutoModelForMaskedLM.from_pretrained(out_dir, trust_remote_code=True)  # pretraining run: logits [B, T, V]
+  clf = AutoModelForSequenceClassification.from_pretrained(out_dir, trust_remote_code=True)  # GLUE classifier
+
+The weights keep our parameter tree's names, every ``Config`` field is in ``config.json`` (see
+:mod:`came_jax.hf.bert`), and the logits equal ours as above (``tests/hf/test_bert_remote.py``). The original
+layout still exports to the stock classes, which need no remote code.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import pathlib
 import tempfile
@@ -96,17 +106,27 @@ def save_tokenizer(tokenizer: tokenizer_lib.Tokenizer, out_dir: str | pathlib.Pa
   (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
+def remote_code(config: dict[str, Any]) -> dict[str, str]:
+  """The modeling files a ``config.json`` names in ``auto_map`` (``"<module>.<class>"``): ``{"<module>.py": text}``
+  from ``came_jax/hf/remote/``, read as text (they import torch, which came_jax does not); empty without
+  ``auto_map``."""
+  modules = sorted({ref.split(".")[0] for ref in config.get("auto_map", {}).values()})
+  folder = importlib.resources.files(hf) / "remote"
+  return {f"{m}.py": (folder / f"{m}.py").read_text(encoding="utf-8") for m in modules}
+
+
 def export(
   model_name: str, params, cfg: Any, out_dir: str | pathlib.Path, *, tokenizer: tokenizer_lib.Tokenizer | None = None
 ) -> pathlib.Path:
   """Writes a Hugging Face folder for ``params`` of model ``model_name`` ("bert", "gpt2", "t5") with config ``cfg``.
 
   See the module docstring for the files; a BERT classifier's parameters (GLUE) export as
-  ``BertForSequenceClassification``. Nothing is written when the conversion fails.
+  ``BertForSequenceClassification`` (``CameBertForSequenceClassification`` when crammed). Nothing is written when
+  the conversion fails.
 
   Raises:
-    came_jax.hf.UnsupportedLayoutError: a crammed-BERT layout (naming the features).
-    ValueError: no conversion for ``model_name``, or the tokenizer's vocabulary size differs from the model's.
+    ValueError: no conversion for ``model_name``, parameters that do not fit ``cfg``, or the tokenizer's vocabulary
+      size differs from the model's.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
@@ -116,21 +136,21 @@ def export(
   config = {**convert.config_to_hf(cfg, params), "dtype": "float32"}  # the dtype of the safetensors weights
   if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
     raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {cfg.vocab_size}")
+  code = remote_code(config)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   save_file(state_dict, str(out / "model.safetensors"), metadata={"format": "pt"})
   (out / "config.json").write_text(json.dumps(config, indent=2))
+  for name, text in code.items():
+    (out / name).write_text(text)
   if tokenizer is not None:
     save_tokenizer(tokenizer, out, max_len=models.get(model_name).max_len(cfg))
   return out
 
 
 def export_run(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path, step: int | None = None) -> pathlib.Path:
-  """Exports the checkpoint ``step`` (default: latest) of the pretraining run in ``run_dir``, tokenizer included.
-
-  Raises:
-    came_jax.hf.UnsupportedLayoutError: the run is a crammed BERT (nothing is written).
-  """
+  """Exports the checkpoint ``step`` (default: latest) of the pretraining run in ``run_dir``, tokenizer included
+  (a crammed-BERT run with its remote code: load it with ``trust_remote_code=True``)."""
   from came_jax import pretrained  # pylint: disable=g-import-not-at-top
 
   run = pretrained.load(run_dir, step)

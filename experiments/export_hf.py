@@ -3,8 +3,15 @@ r"""Exports a pretraining run to a Hugging Face folder.
   python -m experiments.export_hf --workdir RUN_DIR --out HF_DIR [--step N]
 
 GPT-2 -> GPT2LMHeadModel, T5 -> T5ForConditionalGeneration, original-layout BERT -> BertForMaskedLM, each with
-config.json, model.safetensors, tokenizer.model and tokenizer_config.json. A crammed BERT is refused with an error
-naming the features Hugging Face BERT lacks (see came_jax/export.py).
+config.json, model.safetensors, tokenizer.model and tokenizer_config.json. A crammed BERT (pre-LN, gated GELU, ...:
+what BertForMaskedLM cannot express) -> CameBertForMaskedLM, whose modeling files (configuration_came_bert.py,
+modeling_came_bert.py) are written into the folder too, so it loads with remote code enabled:
+
+  from transformers import AutoModelForMaskedLM, AutoTokenizer
+  model = AutoModelForMaskedLM.from_pretrained("HF_DIR", trust_remote_code=True)
+  tokenizer = AutoTokenizer.from_pretrained("HF_DIR")
+
+See came_jax/export.py.
 """
 
 from absl import app, flags, logging

@@ -1,6 +1,6 @@
 """Export to Hugging Face: GPT-2, T5 and original-layout BERT folders load in transformers with our logits
-(relative error <= 1e-4, fp32); a pretraining run directory exports with its tokenizer; crammed BERT is refused
-with the features that prevent it."""
+(relative error <= 1e-4, fp32); a pretraining run directory exports with its tokenizer; crammed BERT exports with
+its remote code (came_bert, loaded with trust_remote_code=True; more in tests/hf/test_bert_remote.py)."""
 
 import json
 import pathlib
@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from came_jax import config_files, export, hf, models, pretrained
+from came_jax import config_files, export, models, pretrained
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.hf import bert as hf_bert
 from came_jax.hf import gpt2 as hf_gpt2
@@ -52,8 +52,8 @@ def _ids(seed=0, vocab=V):
   return np.random.default_rng(seed).integers(6, vocab, (B, T)).astype(np.int32)
 
 
-def _load(cls, path):
-  model, info = cls.from_pretrained(path, output_loading_info=True)
+def _load(cls, path, **kwargs):
+  model, info = cls.from_pretrained(path, output_loading_info=True, **kwargs)
   assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
   return model.eval()
 
@@ -138,16 +138,23 @@ def test_bert_mlm_and_classifier_round_trip(tmp_path, variant):
   assert _rel_err(ours, ref) <= 1e-4
 
 
-def test_crammed_bert_is_refused_with_its_features(tmp_path):
+def test_crammed_bert_exports_with_remote_code(tmp_path):
   cfg = models.make_config("bert", "tiny", vocab_size=V, head_transform=False)
   params = bert_init(cfg, jax.random.key(0))
-  with pytest.raises(hf.UnsupportedLayoutError) as err:
-    export.export("bert", params, cfg, tmp_path / "out")
-  message = str(err.value)
-  for feature in ("pre-LN", "final LayerNorm", "gated-GELU", "no MLM head transform", "bert-base-original"):
-    assert feature in message
-  assert not (tmp_path / "out").exists()
-  # Each blocking feature alone is named, and only the ones present.
+  out = export.export("bert", params, cfg, tmp_path / "out")
+  assert {p.name for p in out.iterdir()} == {
+    "config.json",
+    "model.safetensors",
+    "configuration_came_bert.py",
+    "modeling_came_bert.py",
+  }
+  config = json.loads((out / "config.json").read_text())
+  assert config["model_type"] == "came_bert" and config["architectures"] == ["CameBertForMaskedLM"]
+  assert config["auto_map"]["AutoConfig"] == "configuration_came_bert.CameBertConfig"
+  assert hf_bert.config_from_hf(config) == cfg
+  # unsupported_features names what stock BertForMaskedLM lacks, which is what sends a config to came_bert.
+  features = [p.split(" (")[0] for p in hf_bert.unsupported_features(cfg)]
+  assert features == ["pre-LN blocks with a final LayerNorm", "gated-GELU feed-forward", "no MLM head transform"]
   alone = models.make_config("bert", "bert-base-original", **ORIGINAL, glu=True)
   assert [p.split(" (")[0] for p in hf_bert.unsupported_features(alone)] == ["gated-GELU feed-forward"]
   assert hf_bert.unsupported_features(models.make_config("bert", "bert-base-original", **ORIGINAL)) == []
@@ -220,8 +227,26 @@ def test_export_run_directory_with_tokenizer(tmp_path, small_tokenizer, shared_d
   assert meta["ids"]["[MASK]"] == 5 and meta["num_sentinels"] == 100
 
 
-def test_export_run_refuses_crammed_bert(tmp_path, small_tokenizer):
-  _fake_run(tmp_path / "run", "bert_cramming", small_tokenizer, model_overrides={"dtype": "float32"})
-  with pytest.raises(hf.UnsupportedLayoutError, match="pre-LN .* gated-GELU .* no MLM head transform"):
-    export.export_run(tmp_path / "run", tmp_path / "hf")
-  assert not (tmp_path / "hf").exists()
+def test_export_run_of_crammed_bert(tmp_path, small_tokenizer):
+  cfg, params = _fake_run(tmp_path / "run", "bert_cramming", small_tokenizer, model_overrides={"dtype": "float32"})
+  assert cfg.pre_ln and cfg.glu and cfg.position_embedding == "scaled_sinusoidal" and not cfg.head_transform
+  out = export.export_run(tmp_path / "run", tmp_path / "hf")
+  assert {p.name for p in out.iterdir()} == {
+    "config.json",
+    "model.safetensors",
+    "configuration_came_bert.py",
+    "modeling_came_bert.py",
+    "tokenizer.model",
+    "tokenizer_config.json",
+  }
+  assert hf_bert.config_from_hf(json.loads((out / "config.json").read_text())) == cfg
+  hf = _load(transformers.AutoModelForMaskedLM, out, trust_remote_code=True)
+  assert type(hf).__name__ == "CameBertForMaskedLM"
+  ids = _ids(5, vocab=cfg.vocab_size)
+  mask = np.ones_like(ids)
+  mask[1, -4:] = 0
+  with torch.no_grad():
+    ref = hf(input_ids=_t(ids), attention_mask=_t(mask)).logits.numpy()
+  ours = bert_logits(params, {"input_ids": jnp.asarray(ids), "attention_mask": jnp.asarray(mask)}, cfg=cfg)
+  assert _rel_err(ours, ref) <= 1e-4
+  assert transformers.AutoTokenizer.from_pretrained(out).mask_token_id == tokenizer_lib.MASK_ID

@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("command", [["format", "--check", "--diff"], ["check", "--no-fix"]])
 def test_ruff(command):
-  # ruff is a test dependency, pinned in setup.cfg so that its formatting does not drift between versions.
+  # ruff is a test dependency, pinned in pyproject.toml so that its formatting does not drift between versions.
   result = subprocess.run(
     [sys.executable, "-m", "ruff", *command, "."], cwd=ROOT, capture_output=True, text=True, check=False
   )

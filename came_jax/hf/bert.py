@@ -1,38 +1,60 @@
-"""BERT <-> Hugging Face ``BertForMaskedLM`` / ``BertForSequenceClassification``: ``config.json`` and state dict.
+"""BERT <-> Hugging Face: ``config.json`` and state dict, as stock ``BertForMaskedLM`` /
+``BertForSequenceClassification`` or, for crammed BERT, as ``came_bert`` with its own modeling file.
 
-MLM parameters (``encoder``, ``mlm_head``, ``decoder_bias``) map to ``BertForMaskedLM``, classifier parameters
-(``encoder``, ``pooler``, ``classifier``) to ``BertForSequenceClassification``; the decoder weight is tied to the
-word embeddings on both sides. Linear weights are ``[out, in]`` there and ``[in, out]`` here, and our fused
-``qkv`` kernel is Hugging Face's separate query, key and value.
+MLM parameters (``encoder``, ``mlm_head``, ``decoder_bias``) map to a masked-LM model, classifier parameters
+(``encoder``, ``pooler``, ``classifier``) to a sequence classifier; the decoder weight is tied to the word embeddings
+on both sides. Which of two forms is written is decided by :func:`unsupported_features`:
 
-**Crammed BERT** (pre-LN, gated GELU, ...) has no stock Hugging Face class: :func:`to_hf` and
-:func:`config_to_hf` raise :class:`~came_jax.hf.UnsupportedLayoutError` naming exactly the features of the given
-config that Hugging Face BERT cannot express (:func:`unsupported_features`) -- pre-LN blocks with a final
-LayerNorm, a gated-GELU feed-forward, an MLM head without the dense + GELU + LayerNorm transform -- rather than
-ship a custom modeling file (``trust_remote_code``) that would have to be kept in step with ``transformers``
-releases. Features that *can* be expressed are converted exactly: no biases become zero biases, scaled
-sinusoidal positions are baked into the learned position table, a missing token-type table becomes one zero row,
-a missing decoder bias a zero bias. Such a model reads back (:func:`from_hf`, :func:`config_from_hf`) as the
-original layout it is equal to. A crammed model's GLUE results come from :mod:`came_jax.glue`, which needs no
-export.
+* **Stock BERT** (``model_type="bert"``), when Hugging Face BERT can express the config: the original layout, and
+  also a post-LN, plain-GELU layout without biases, with scaled sinusoidal positions, without token types or decoder
+  bias -- written as zero biases, a baked position table, one zero token-type row and a zero decoder bias. Linear
+  weights are ``[out, in]`` there and ``[in, out]`` here, and our fused ``qkv`` kernel is Hugging Face's separate
+  query, key and value. Such a model reads back (:func:`from_hf`, :func:`config_from_hf`) as the original layout
+  it is equal to.
+* **came_bert** (``model_type="came_bert"``), for what stock BERT cannot express -- crammed BERT's pre-LN blocks
+  with a final LayerNorm, gated-GELU feed-forward, or an MLM head without the dense + GELU + LayerNorm transform:
+  a PyTorch port of :mod:`came_jax.models.bert` (``came_jax/hf/remote/modeling_came_bert.py`` and
+  ``configuration_came_bert.py``, which :mod:`came_jax.export` copies into the folder) that ``config.json``'s
+  ``auto_map`` names for ``AutoConfig``, ``AutoModel``, ``AutoModelForMaskedLM`` and
+  ``AutoModelForSequenceClassification``; ``transformers`` loads it with ``trust_remote_code=True``. The config
+  holds every :class:`~came_jax.models.bert.Config` field under its own name (our compute ``dtype`` and
+  ``attention_impl`` under ``"came_jax"``), the weights our parameter tree's names (:func:`remote_name`), so both
+  round-trip exactly. Its masked LM predicts every position (``[B, T, V]``); the sparse head is a training-time
+  saving.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import re
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.hf import _common
-from came_jax.models import bert
+from came_jax.models import bert, layers
 
 _DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 _PROBLEM_TYPES = (None, "single_label_classification", "regression")
 
+REMOTE_MODEL_TYPE = "came_bert"
+# The Auto classes of a came_bert folder: "<module>.<class>", the modules being the files of came_jax/hf/remote/.
+AUTO_MAP = {
+  "AutoConfig": "configuration_came_bert.CameBertConfig",
+  "AutoModel": "modeling_came_bert.CameBertModel",
+  "AutoModelForMaskedLM": "modeling_came_bert.CameBertForMaskedLM",
+  "AutoModelForSequenceClassification": "modeling_came_bert.CameBertForSequenceClassification",
+}
+# Config fields written under "came_jax" rather than at the top: ours alone (Hugging Face's "dtype" is the weights').
+_COMPUTE_FIELDS = ("dtype", "attention_impl")
+
 
 def unsupported_features(cfg: bert.Config, *, classifier: bool = False) -> list[str]:
-  """The features of ``cfg`` that Hugging Face BERT cannot express (empty: exportable).
+  """The features of ``cfg`` that stock Hugging Face BERT cannot express: empty, ``BertForMaskedLM`` /
+  ``BertForSequenceClassification`` are written; otherwise the ``came_bert`` remote-code form.
 
   Args:
     cfg: our BERT config.
@@ -54,31 +76,29 @@ def unsupported_features(cfg: bert.Config, *, classifier: bool = False) -> list[
   return problems
 
 
-def _check(cfg: bert.Config, classifier: bool) -> None:
-  problems = unsupported_features(cfg, classifier=classifier)
-  if problems:
-    raise _common.UnsupportedLayoutError(
-      "this BERT layout (crammed BERT) has no Hugging Face equivalent: "
-      + "; ".join(problems)
-      + ". Only the original layout (e.g. preset 'bert-base-original') exports to BertForMaskedLM / "
-      "BertForSequenceClassification. (Without biases, with scaled sinusoidal positions, without token types "
-      "or decoder bias would be fine: those are written as zero biases, a baked position table, a zero "
-      "token-type row and a zero decoder bias.)"
-    )
-
-
 def _is_classifier(params: Any) -> bool:
   return params is not None and "classifier" in params
 
 
-def config_to_hf(cfg: bert.Config, params: Any = None) -> dict[str, Any]:
-  """The ``config.json`` of ``BertForMaskedLM``, or of ``BertForSequenceClassification`` for classifier ``params``.
+def _is_remote(cfg: bert.Config, classifier: bool) -> bool:
+  return bool(unsupported_features(cfg, classifier=classifier))
 
-  Raises:
-    UnsupportedLayoutError: naming the crammed-BERT features Hugging Face BERT cannot express.
+
+def _labels(num_labels: int) -> dict[str, Any]:
+  return {
+    "id2label": {str(i): f"LABEL_{i}" for i in range(num_labels)},
+    "label2id": {f"LABEL_{i}": i for i in range(num_labels)},
+  }
+
+
+def config_to_hf(cfg: bert.Config, params: Any = None) -> dict[str, Any]:
+  """The ``config.json`` of a masked LM, or of a sequence classifier for classifier ``params``: stock
+  ``BertForMaskedLM`` / ``BertForSequenceClassification`` where Hugging Face BERT can express ``cfg``, else
+  ``CameBertForMaskedLM`` / ``CameBertForSequenceClassification`` (``model_type="came_bert"``, with ``auto_map``).
   """
   classifier = _is_classifier(params)
-  _check(cfg, classifier)
+  if _is_remote(cfg, classifier):
+    return _remote_config(cfg, classifier)
   config = {
     "architectures": ["BertForSequenceClassification" if classifier else "BertForMaskedLM"],
     "model_type": "bert",
@@ -95,24 +115,61 @@ def config_to_hf(cfg: bert.Config, params: Any = None) -> dict[str, Any]:
     "initializer_range": cfg.init_std,
     "pad_token_id": tokenizer_lib.PAD_ID,
     "tie_word_embeddings": True,
-    "id2label": {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)},
-    "label2id": {f"LABEL_{i}": i for i in range(cfg.num_labels)},
+    **_labels(cfg.num_labels),
   }
   if classifier:
     config["problem_type"] = "regression" if cfg.num_labels == 1 else "single_label_classification"
   return config
 
 
-def config_from_hf(hf_config: Mapping[str, Any]) -> bert.Config:
-  """Our original-layout ``Config`` for a Hugging Face BERT ``config.json`` (absent keys: Hugging Face's defaults).
+def _remote_config(cfg: bert.Config, classifier: bool) -> dict[str, Any]:
+  fields = dataclasses.asdict(cfg)
+  config = {
+    "architectures": ["CameBertForSequenceClassification" if classifier else "CameBertForMaskedLM"],
+    "model_type": REMOTE_MODEL_TYPE,
+    "auto_map": dict(AUTO_MAP),
+    **{k: v for k, v in fields.items() if k not in _COMPUTE_FIELDS and k != "num_labels"},
+    "came_jax": {k: fields[k] for k in _COMPUTE_FIELDS},
+    "pad_token_id": tokenizer_lib.PAD_ID,
+    "tie_word_embeddings": True,
+    **_labels(cfg.num_labels),
+  }
+  if classifier:
+    config["problem_type"] = "regression" if cfg.num_labels == 1 else "single_label_classification"
+  return config
 
-  ``num_labels`` is the size of ``id2label``. ``dtype`` and ``attention_impl`` (ours alone) keep their defaults;
-  token ids do not change the model and are ignored.
+
+def _num_labels(hf_config: Mapping[str, Any]) -> int:
+  """``num_labels`` (the size of ``id2label``), checked against ``problem_type``."""
+  problem = _common.expect(
+    hf_config,
+    "problem_type",
+    _PROBLEM_TYPES,
+    None,
+    "our classifier is single-label (softmax) or a regression (num_labels == 1)",
+  )
+  num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 2)
+  if problem is not None and (problem == "regression") != (num_labels == 1):
+    raise ValueError(
+      f"Hugging Face config problem_type={problem!r} cannot be represented with {num_labels} "
+      "labels: our classifier is a regression exactly when num_labels == 1"
+    )
+  return num_labels
+
+
+def config_from_hf(hf_config: Mapping[str, Any]) -> bert.Config:
+  """Our ``Config`` for a Hugging Face ``config.json``: a ``came_bert`` one (every field, as written by
+  :func:`config_to_hf`), or a stock BERT one, read as the original layout (absent keys: Hugging Face's defaults).
+
+  ``num_labels`` is the size of ``id2label``. From stock BERT, ``dtype`` and ``attention_impl`` (ours alone) keep
+  their defaults; token ids do not change the model and are ignored.
 
   Raises:
     ValueError: naming the Hugging Face key of a feature our BERT lacks (another activation, relative positions, a
       decoder or cross-attention, an untied decoder, per-site dropout rates, multi-label problems).
   """
+  if hf_config.get("model_type") == REMOTE_MODEL_TYPE:
+    return _config_from_remote(hf_config)
   _common.check_model_type(hf_config, "bert")
   _common.expect(hf_config, "hidden_act", ("gelu",), "gelu", "our original-layout BERT uses the erf GELU")
   _common.expect(
@@ -125,13 +182,7 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> bert.Config:
   _common.expect(hf_config, "is_decoder", (False,), False, "our BERT is an encoder")
   _common.expect(hf_config, "add_cross_attention", (False,), False, "our BERT has no cross-attention")
   _common.expect(hf_config, "tie_word_embeddings", (True,), True, "our MLM decoder is tied to the word embeddings")
-  problem = _common.expect(
-    hf_config,
-    "problem_type",
-    _PROBLEM_TYPES,
-    None,
-    "our classifier is single-label (softmax) or a regression (num_labels == 1)",
-  )
+  num_labels = _num_labels(hf_config)
   dropout = _common.one_dropout_rate(hf_config, _DROPOUTS, 0.1)
   _common.expect(
     hf_config,
@@ -140,12 +191,6 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> bert.Config:
     None,
     f"our pooled-output dropout is the one dropout_rate ({dropout})",
   )
-  num_labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 2)
-  if problem is not None and (problem == "regression") != (num_labels == 1):
-    raise ValueError(
-      f"Hugging Face config problem_type={problem!r} cannot be represented with {num_labels} "
-      "labels: our classifier is a regression exactly when num_labels == 1"
-    )
   return bert.Config(
     vocab_size=hf_config.get("vocab_size", 30522),
     hidden_dim=hf_config.get("hidden_size", 768),
@@ -167,17 +212,82 @@ def config_from_hf(hf_config: Mapping[str, Any]) -> bert.Config:
   )
 
 
+def _config_from_remote(hf_config: Mapping[str, Any]) -> bert.Config:
+  """A ``came_bert`` config: our fields by name (absent: ``Config``'s defaults), ``num_labels`` from ``id2label``,
+  ``dtype`` and ``attention_impl`` from ``"came_jax"``; Hugging Face's own keys are ignored."""
+  _common.expect(hf_config, "tie_word_embeddings", (True,), True, "our MLM decoder is tied to the word embeddings")
+  fields = [f.name for f in dataclasses.fields(bert.Config) if f.name != "num_labels" and f.name not in _COMPUTE_FIELDS]
+  compute = hf_config.get("came_jax") or {}
+  return bert.Config(
+    **{k: hf_config[k] for k in fields if k in hf_config},
+    **{k: compute[k] for k in _COMPUTE_FIELDS if k in compute},
+    num_labels=_num_labels(hf_config),
+  )
+
+
+_REMOTE_LEAVES = {"kernel": "weight", "embedding": "weight", "scale": "weight"}
+
+
+def remote_name(path: tuple[str, ...]) -> str:
+  """The ``came_bert`` weight name of our parameter at ``path``, PyTorch's module path of the same layer.
+
+  >>> remote_name(("encoder", "layers_0", "mlp", "wi", "kernel"))  # stored transposed, [out, in]
+  'encoder.layers.0.mlp.wi.weight'
+  >>> remote_name(("encoder", "embeddings", "position_scale"))
+  'encoder.embeddings.position_scale'
+  """
+  *modules, leaf = path
+  modules = [re.sub(r"^layers_(\d+)$", r"layers.\1", m) for m in modules]
+  return ".".join([*modules, _REMOTE_LEAVES.get(leaf, leaf)])
+
+
+def _init_fn(classifier: bool):
+  return bert.init_classifier_params if classifier else bert.init_params
+
+
+def _shapes(cfg: bert.Config, classifier: bool) -> Any:
+  return jax.eval_shape(functools.partial(_init_fn(classifier), cfg), jax.random.key(0))
+
+
+def _keys(path) -> tuple[str, ...]:
+  return tuple(k.key for k in path)
+
+
+def _to_remote(params: Any, cfg: bert.Config, classifier: bool) -> dict[str, np.ndarray]:
+  layers.assert_same_shapes(params, _shapes(cfg, classifier))
+  sd = {}
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    keys, x = _keys(path), _common.to_numpy(x)
+    sd[remote_name(keys)] = x.T.copy() if keys[-1] == "kernel" else x
+  return sd
+
+
+def _from_remote(state_dict: Mapping[str, Any], cfg: bert.Config, classifier: bool) -> dict:
+  reference = _shapes(cfg, classifier)
+  names = {remote_name(_keys(path)) for path, _ in jax.tree_util.tree_leaves_with_path(reference)}
+  missing, unexpected = sorted(names - set(state_dict)), sorted(set(state_dict) - names)
+  if missing or unexpected:
+    raise ValueError(f"the came_bert state dict does not match the config: missing {missing}, unexpected {unexpected}")
+
+  def leaf(path, _):
+    keys = _keys(path)
+    x = _common.to_numpy(state_dict[remote_name(keys)])
+    return x.T if keys[-1] == "kernel" else x
+
+  return _common.checked(jax.tree_util.tree_map_with_path(leaf, reference), _init_fn(classifier), cfg)
+
+
 def to_hf(params: Any, cfg: bert.Config) -> dict[str, np.ndarray]:
-  """Our BERT -> ``BertForMaskedLM`` (MLM parameters: ``mlm_head``) or ``BertForSequenceClassification``
-  (classifier parameters: ``pooler``, ``classifier``) state dict, float32.
+  """Our BERT -> the state dict (float32) of the model :func:`config_to_hf` names: ``BertForMaskedLM`` (MLM
+  parameters: ``mlm_head``) or ``BertForSequenceClassification`` (classifier parameters: ``pooler``,
+  ``classifier``), or their ``came_bert`` counterparts (names: :func:`remote_name`).
 
-  The decoder weight is tied to the word embeddings and left out (Hugging Face re-ties it).
-
-  Raises:
-    UnsupportedLayoutError: naming the crammed-BERT features Hugging Face BERT cannot express.
+  The decoder weight is tied to the word embeddings and left out (Hugging Face re-ties it; ``came_bert`` computes
+  the decoder from the embeddings).
   """
   classifier = _is_classifier(params)
-  _check(cfg, classifier)
+  if _is_remote(cfg, classifier):
+    return _to_remote(params, cfg, classifier)
   to_numpy = _common.to_numpy
   d = cfg.hidden_dim
   enc, emb = params["encoder"], params["encoder"]["embeddings"]
@@ -227,16 +337,21 @@ def to_hf(params: Any, cfg: bert.Config) -> dict[str, np.ndarray]:
 
 
 def from_hf(state_dict: Mapping[str, Any], cfg: bert.Config) -> dict:
-  """A Hugging Face ``BertForMaskedLM`` or ``BertForSequenceClassification`` state dict (original layout) -> ours.
+  """A Hugging Face state dict -> ours: ``came_bert``'s when stock BERT cannot express ``cfg``
+  (:func:`unsupported_features`), else ``BertForMaskedLM``'s or ``BertForSequenceClassification``'s (original
+  layout).
 
-  Returns MLM parameters (``encoder``, ``mlm_head``, ``decoder_bias``) when the state dict has ``cls.predictions``
-  keys, classifier parameters (``encoder``, ``pooler``, ``classifier``) when it has ``classifier`` keys, as jax
-  arrays. Values may be torch tensors or arrays. The decoder weight is taken to be tied to the word embeddings (as
-  in every released BERT).
+  Returns MLM parameters (``encoder``, ``mlm_head``, ``decoder_bias``), or classifier parameters (``encoder``,
+  ``pooler``, ``classifier``) when the state dict has ``classifier`` keys, as jax arrays. Values may be torch
+  tensors or arrays. The decoder weight is taken to be tied to the word embeddings (as in every released BERT).
 
   Raises:
-    ValueError: ``cfg`` is not the original layout, or the tree or shapes differ from ``cfg``'s.
+    ValueError: a stock BERT state dict for a ``cfg`` not of the original layout, a ``came_bert`` one with missing
+      or unexpected names, or a tree or shapes that differ from ``cfg``'s.
   """
+  classifier = "classifier.weight" in state_dict
+  if _is_remote(cfg, classifier):
+    return _from_remote(state_dict, cfg, classifier)
   if cfg.pre_ln or cfg.glu or not cfg.use_bias or cfg.position_embedding != "learned":
     raise ValueError("Hugging Face BERT checkpoints need the original layout (e.g. 'bert-base-original')")
   sd = {k.removeprefix("bert."): _common.to_numpy(v) for k, v in state_dict.items()}

@@ -1,5 +1,6 @@
 """BERT <-> Hugging Face: exact round trips of parameters and configs, logits equal to BertForMaskedLM's and
-BertForSequenceClassification's (original layout), crammed layouts refused with their features."""
+BertForSequenceClassification's (original layout); crammed layouts are written as came_bert (remote code, tested in
+tests/hf/test_bert_remote.py)."""
 
 import dataclasses
 import json
@@ -12,7 +13,7 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from came_jax import hf, models
+from came_jax import models
 from came_jax.hf import bert as hf_bert
 from came_jax.models import bert
 
@@ -113,11 +114,13 @@ def test_params_round_trip_exactly(head):
 
 
 @pytest.mark.parametrize("preset", sorted(bert.CONFIGS))
-def test_config_round_trips_every_preset_hugging_face_can_express(preset):
+def test_config_round_trips_every_preset(preset):
   cfg = bert.CONFIGS[preset]
-  if hf_bert.unsupported_features(cfg):  # crammed BERT: refused, naming the features
-    with pytest.raises(hf.UnsupportedLayoutError, match="pre-LN"):
-      hf_bert.config_to_hf(cfg)
+  if hf_bert.unsupported_features(cfg):  # crammed BERT: the came_bert config, every field under its own name
+    config = hf_bert.config_to_hf(cfg)
+    assert config["model_type"] == "came_bert" and config["architectures"] == ["CameBertForMaskedLM"]
+    assert config["pre_ln"] and config["glu"] and "AutoModelForMaskedLM" in config["auto_map"]
+    assert hf_bert.config_from_hf(config) == cfg
     return
   for variant in (cfg, dataclasses.replace(cfg, num_labels=1, dropout_rate=0.0, layer_norm_eps=1e-6)):
     assert hf_bert.config_from_hf(hf_bert.config_to_hf(variant)) == variant
@@ -132,11 +135,11 @@ def test_config_of_classifier_params():
   assert config["problem_type"] == "single_label_classification" and len(config["id2label"]) == 3
   assert hf_bert.config_from_hf(config) == CFG
   assert hf_bert.config_to_hf(CFG)["architectures"] == ["BertForMaskedLM"]
-  # a classifier ignores the MLM head, so a crammed-head-only config is fine for it
+  # a classifier ignores the MLM head, so a crammed-head-only config is a stock classifier, and a came_bert MLM
   bare = dataclasses.replace(CFG, head_transform=False)
   assert hf_bert.config_to_hf(bare, params)["architectures"] == ["BertForSequenceClassification"]
-  with pytest.raises(hf.UnsupportedLayoutError, match="no MLM head transform"):
-    hf_bert.config_to_hf(bare)
+  assert hf_bert.config_to_hf(bare)["architectures"] == ["CameBertForMaskedLM"]
+  assert hf_bert.config_from_hf(hf_bert.config_to_hf(bare)) == bare
 
 
 @pytest.mark.parametrize(
