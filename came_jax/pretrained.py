@@ -1,17 +1,24 @@
-"""Reads a finished (or running) pretraining run directory: model, parameters, tokenizer.
+"""Reads a pretrained model: a pretraining run directory, or a Hugging Face folder.
 
 A run directory written by :func:`came_jax.train.trainer.train_and_evaluate` holds ``run_config.json`` (the
 config, hence the model module, preset and overrides), ``tokenizer/`` and ``checkpoints/<step>/state`` (the
 orbax ``TrainState``). Only ``state["params"]`` is read (an orbax partial restore), so neither the optimizer
-state nor the optimizer's code is needed: a CAME run and an AdamW run load alike.
+state nor the optimizer's code is needed: a CAME run and an AdamW run load alike. A run started from
+``config.init_from`` also holds ``model_config.json``, the model ``Config`` it took from there (see
+:func:`record_model_config`); its ``tokenizer/`` may be a Hugging Face tokenizer.
 
-Used by GLUE fine-tuning (:mod:`came_jax.glue`) and the Hugging Face export (:mod:`came_jax.export`).
+A folder with ``config.json`` and no ``run_config.json`` is a Hugging Face model folder, read by
+:func:`came_jax.hf.load` (GPT-2, BERT in the original layout, T5 v1.1).
+
+Used by GLUE fine-tuning (:mod:`came_jax.glue`), pretraining's ``init_from`` and the Hugging Face export
+(:mod:`came_jax.export`).
 
 Example::
 
     run = pretrained.load("runs/bert")          # latest checkpoint
     run.model_name, run.model_cfg               # "bert", bert.Config(...)
     encoder = run.params["encoder"]
+    hub = pretrained.load("bert-base-uncased/")  # a Hugging Face folder: run.step is None
 """
 
 from __future__ import annotations
@@ -32,30 +39,45 @@ from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.models import layers
 from came_jax.train import checkpoint as ckpt_lib
 
+MODEL_CONFIG = "model_config.json"
+
 
 @dataclasses.dataclass
 class Pretrained:
-  """One checkpoint of a pretraining run.
+  """One checkpoint of a pretraining run, or a Hugging Face model folder.
 
   Attributes:
-    run_dir: the run directory.
-    step: the checkpoint's step.
-    config: the run's config (``run_config.json``).
-    model_name: ``config.model.name`` ("bert", "gpt2", "t5").
+    run_dir: the run directory, or the Hugging Face folder.
+    step: the checkpoint's step; None for a Hugging Face folder (weights of no run of ours).
+    config: the run's config (``run_config.json``); for a Hugging Face folder its ``config.json`` (the model's
+      description there: ``config.model_type``, ...).
+    model_name: ``config.model.name`` ("bert", "gpt2", "t5"); for a Hugging Face folder its ``model_type``.
     model: the model module (``came_jax.models.<model_name>``).
-    model_cfg: the model's ``Config`` (preset, overrides and the tokenizer's vocabulary size).
-    params: float32 numpy parameters (the Linen ``params`` collection of ``model.init_params``).
-    tokenizer: the run's tokenizer.
+    model_cfg: the model's ``Config`` (preset, overrides and the tokenizer's vocabulary size; a run started from
+      ``init_from``: ``model_config.json``; a Hugging Face folder: ``config_from_hf`` of its ``config.json``).
+    params: float32 numpy parameters (the Linen ``params`` collection of ``model.init_params``; for a Hugging Face
+      classifier folder those of ``init_classifier_params``).
+    tokenizer: the run's (or the folder's) tokenizer.
   """
 
   run_dir: pathlib.Path
-  step: int
+  step: int | None
   config: ml_collections.ConfigDict
   model_name: str
   model: types.ModuleType
   model_cfg: Any
   params: Any
-  tokenizer: tokenizer_lib.Tokenizer
+  tokenizer: tokenizer_lib.TokenizerProtocol
+
+  @property
+  def description(self) -> str:
+    """One line for logs and reports: what the model is and where it came from."""
+    if self.step is None:
+      return f"{self.model_name} ({self.run_dir}, Hugging Face {', '.join(self.config.get('architectures') or [])})"
+    return (
+      f"{self.model_name}:{self.config.model.preset} ({self.run_dir}, step {self.step}, "
+      f"pretrained with {self.config.optimizer.name})"
+    )
 
 
 def checkpoint_steps(run_dir: str | pathlib.Path) -> list[int]:
@@ -70,7 +92,10 @@ def load_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """The config recorded in ``run_dir/run_config.json``."""
   path = pathlib.Path(run_dir) / ckpt_lib.RUN_CONFIG
   if not path.is_file():
-    raise FileNotFoundError(f"{run_dir} is not a pretraining run directory: {path} is missing")
+    raise FileNotFoundError(
+      f"{run_dir} is not a pretraining run directory: {path} is missing (nor is it a Hugging Face folder: no "
+      "config.json)"
+    )
   return ml_collections.ConfigDict(json.loads(path.read_text())["config"])
 
 
@@ -97,14 +122,52 @@ def restore_params(state_dir: str | pathlib.Path) -> Any:
   return jax.tree.map(lambda x: np.asarray(x, np.float32), restored["params"])
 
 
-def load(run_dir: str | pathlib.Path, step: int | None = None) -> Pretrained:
-  """The run in ``run_dir`` at checkpoint ``step`` (default: the latest).
+def record_model_config(run_dir: str | pathlib.Path, model_name: str, model_cfg: Any) -> None:
+  """Writes ``run_dir/model_config.json``, the model ``Config`` of a run whose model its config's ``model`` section
+  does not describe (``init_from``); :func:`load` prefers it to ``run_config.json``.
 
   Raises:
-    FileNotFoundError: no ``run_config.json``, no tokenizer or no checkpoint (naming what is missing).
-    ValueError: the restored parameters do not fit the model the config describes.
+    ValueError: the file is there and records another model (a resumed run whose ``init_from`` changed).
+  """
+  path = pathlib.Path(run_dir) / MODEL_CONFIG
+  record = {"name": model_name, "config": dataclasses.asdict(model_cfg)}
+  if path.is_file():
+    if json.loads(path.read_text()) != json.loads(json.dumps(record)):
+      raise ValueError(f"{path} records another model than {model_name} {model_cfg}")
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.with_suffix(".tmp").write_text(json.dumps(record, indent=2))
+  path.with_suffix(".tmp").replace(path)
+
+
+def model_config(run_dir: str | pathlib.Path, config: ml_collections.ConfigDict) -> Any:
+  """The model ``Config`` of the run in ``run_dir``: ``model_config.json`` where written, else the ``model``
+  section of its ``config`` with ``data.vocab_size``."""
+  path = pathlib.Path(run_dir) / MODEL_CONFIG
+  if not path.is_file():
+    return models.from_config_section(config.model, config.data.vocab_size)
+  record = json.loads(path.read_text())
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record["config"].items()}
+  return models.get(record["name"]).Config(**fields)
+
+
+def load(run_dir: str | pathlib.Path, step: int | None = None) -> Pretrained:
+  """The run in ``run_dir`` at checkpoint ``step`` (default: the latest), or the Hugging Face folder ``run_dir``
+  (one with ``config.json`` and no ``run_config.json``; ``step`` must then be None).
+
+  Raises:
+    FileNotFoundError: no ``run_config.json`` (nor ``config.json``), no tokenizer or no checkpoint (naming what is
+      missing).
+    ValueError: the restored parameters do not fit the model the config describes; a ``step`` for a Hugging Face
+      folder; what :func:`came_jax.hf.load` raises.
   """
   run_dir = pathlib.Path(run_dir)
+  if not (run_dir / ckpt_lib.RUN_CONFIG).is_file() and (run_dir / "config.json").is_file():
+    from came_jax import hf  # pylint: disable=g-import-not-at-top  (hf.load returns a Pretrained)
+
+    if step:
+      raise ValueError(f"{run_dir} is a Hugging Face folder: it has no checkpoint steps (asked for step {step})")
+    return hf.load(run_dir)
   config = load_config(run_dir)
   steps = checkpoint_steps(run_dir)
   if not steps:
@@ -113,9 +176,9 @@ def load(run_dir: str | pathlib.Path, step: int | None = None) -> Pretrained:
     step = steps[-1]
   elif step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir / 'checkpoints'} (have {steps})")
-  tokenizer = tokenizer_lib.Tokenizer.load(run_dir / "tokenizer")
+  tokenizer = tokenizer_lib.load(run_dir / "tokenizer")
   model = models.get(config.model.name)
-  model_cfg = models.from_config_section(config.model, config.data.vocab_size)
+  model_cfg = model_config(run_dir, config)
   params = restore_params(run_dir / "checkpoints" / str(step) / "state")
   reference = jax.eval_shape(lambda: model.init_params(model_cfg, jax.random.key(0)))
   try:

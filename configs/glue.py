@@ -5,6 +5,9 @@ Full recipe (every task found in ../shared/data/glue; one GPU):
   python -m experiments.finetune_glue --config configs/glue.py --config.pretrained=runs/bert_cramming \
       --workdir runs/bert_cramming_glue [--config.optimizer.name=came] [--config.tasks='("RTE","CoLA")']
 
+From a Hugging Face BERT instead (original layout, e.g. bert-base-uncased: config.json, model.safetensors and
+tokenizer.json in one folder): `--config.pretrained=path/to/bert-base-uncased`.
+
 5 epochs, batch 16, max length 128, AdamW (lr 4e-5, betas 0.9/0.98, eps 1e-6, no weight decay, no clipping) under
 cosine decay with 10% linear warm-up, dropout 0.1, 5 seeds with the median reported; dev sets are scored and test
 sets predicted in GLUE submission format. `--config.optimizer.name=came` swaps in bias-corrected CAME at the same
@@ -35,8 +38,10 @@ def get_config(arg=None):
     raise ValueError(f"unknown variant {variant!r} of configs/glue.py; use '' or 'tiny'")
   c = ml_collections.ConfigDict()
 
-  c.pretrained = ""  # RUN_DIR of a BERT pretraining run (experiments/pretrain.py); "" = random init of `model`
-  c.pretrained_step = 0  # checkpoint step to load; 0 = the latest
+  # RUN_DIR of a BERT pretraining run (experiments/pretrain.py), or a Hugging Face BERT folder (original layout:
+  # config.json, model.safetensors, tokenizer files); "" = random init of `model`
+  c.pretrained = ""
+  c.pretrained_step = 0  # checkpoint step to load; 0 = the latest (a Hugging Face folder has one)
   # Only without `pretrained`: the model (a BERT preset; any Config field may be set), and the tokenizer (a saved
   # Tokenizer folder; "" = train one with `vocab_size` pieces on the tasks' training text, saved in WORKDIR/tokenizer).
   c.model = models.config_section("bert", "base")

@@ -49,6 +49,12 @@ def get_config(arg=None):
     )
   )
   c.tokenizer_path = ""  # a saved tokenizer to copy into the workdir instead of training one
+  # Start from a pretrained model instead of a random initialisation: a came_jax run directory (its latest
+  # checkpoint) or a Hugging Face folder (config.json + model.safetensors + tokenizer; GPT-2, original-layout BERT,
+  # T5 v1.1). It fixes the model and the tokenizer: model.name must be its model, model fields set here apply on top
+  # only where its parameters still fit (dtype, dropout_rate, ...), model.preset is not used, data.vocab_size must be
+  # its tokenizer's size and tokenizer_path empty. "" = random init.
+  c.init_from = ""
 
   c.batch_size = 32  # sequences per optimizer step (after the ramp); a multiple of data.batch_size
   c.batch_ramp = 0.0  # fraction of the run over which the batch grows from one micro-batch to batch_size

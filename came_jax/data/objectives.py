@@ -24,6 +24,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from came_jax.data import tokenizer as tokenizer_lib
+
 
 # ----------------------------------------------------------------------------------------------------- MLM
 def mask_tokens(
@@ -318,33 +320,61 @@ def make_objective(
 ):
   """The objective called ``name`` (``mlm``, ``causal`` or ``span``) with the tokenizer's special ids.
 
+  ``tokenizer`` is any :class:`~came_jax.data.tokenizer.TokenizerProtocol`: ours or a Hugging Face one.
+
   Raises:
     ValueError: naming ``objective`` for an unknown name.
+    came_jax.data.tokenizer.MissingTokenError: naming the objective and the token the tokenizer lacks (``mlm``:
+      ``[CLS]``, ``[SEP]``, ``[MASK]``; ``causal``: EOS; ``span``: EOS and the sentinels ``<extra_id_i>``).
   """
+  if name not in ("mlm", "causal", "span"):
+    raise ValueError(f"objective={name!r} is not one of 'mlm', 'causal', 'span'")
+  try:
+    return _make_objective(name, tokenizer, seq_len, mlm_rate, noise_density, mean_span_length)
+  except tokenizer_lib.MissingTokenError as e:
+    raise tokenizer_lib.MissingTokenError(f"objective={name!r} cannot run with this tokenizer: {e}") from e
+
+
+def _make_objective(name, tokenizer, seq_len, mlm_rate, noise_density, mean_span_length):
   if name == "mlm":
+    ids = _special_ids(tokenizer, "cls", "sep", "mask", "pad")
     return MaskedLM(
       seq_len=seq_len,
-      cls_id=tokenizer.cls_id,
-      sep_id=tokenizer.sep_id,
-      mask_id=tokenizer.mask_id,
-      pad_id=tokenizer.pad_id,
+      cls_id=ids["cls"],
+      sep_id=ids["sep"],
+      mask_id=ids["mask"],
+      pad_id=ids["pad"],
       special_ids=tuple(tokenizer.special_ids),
       random_range=tuple(tokenizer.normal_id_range),
       rate=mlm_rate,
     )
+  ids = _special_ids(tokenizer, "eos", "pad")
   if name == "causal":
-    return CausalLM(seq_len=seq_len, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-  if name == "span":
-    sentinels = tuple(tokenizer.sentinel_id(i) for i in range(tokenizer.num_sentinels))
-    return SpanCorruption(
-      seq_len=seq_len,
-      eos_id=tokenizer.eos_id,
-      sentinel_ids=sentinels,
-      noise_density=noise_density,
-      mean_span_length=mean_span_length,
-      pad_id=tokenizer.pad_id,
-    )
-  raise ValueError(f"objective={name!r} is not one of 'mlm', 'causal', 'span'")
+    return CausalLM(seq_len=seq_len, eos_id=ids["eos"], pad_id=ids["pad"])
+  if not tokenizer.num_sentinels:
+    raise tokenizer_lib.MissingTokenError("the tokenizer has no T5 sentinels (<extra_id_0>, <extra_id_1>, ...)")
+  sentinels = tuple(tokenizer.sentinel_id(i) for i in range(tokenizer.num_sentinels))
+  return SpanCorruption(
+    seq_len=seq_len,
+    eos_id=ids["eos"],
+    sentinel_ids=sentinels,
+    noise_density=noise_density,
+    mean_span_length=mean_span_length,
+    pad_id=ids["pad"],
+  )
+
+
+def _special_ids(tokenizer, *roles: str) -> dict[str, int]:
+  """``{role: tokenizer.<role>_id}``; one MissingTokenError naming every role the tokenizer lacks."""
+  ids, missing = {}, []
+  for role in roles:
+    try:
+      ids[role] = getattr(tokenizer, f"{role}_id")
+    except tokenizer_lib.MissingTokenError as e:
+      missing.append(str(e))
+  if missing:
+    raise tokenizer_lib.MissingTokenError("; ".join(missing))
+  return ids
 
 
 # ------------------------------------------------------------------------------------------------ targets

@@ -69,22 +69,30 @@ def truncate_pair(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
   return budget - half, half
 
 
-def encode(tokenizer: tokenizer_lib.Tokenizer, split: tasks_lib.Split, max_len: int) -> dict[str, np.ndarray]:
-  """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, padded to `max_len`: int32 `input_ids`, `attention_mask`,
-  `token_type_ids` (1 on `b [SEP]`) of shape `[N, max_len]`."""
+def encode(tokenizer: tokenizer_lib.TokenizerProtocol, split: tasks_lib.Split, max_len: int) -> dict[str, np.ndarray]:
+  """`[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, padded with the tokenizer's pad id to `max_len`: int32
+  `input_ids`, `attention_mask`, `token_type_ids` (1 on `b [SEP]`) of shape `[N, max_len]`.
+
+  Raises:
+    came_jax.data.tokenizer.MissingTokenError: the tokenizer has no `[CLS]`, `[SEP]` or pad token (naming it).
+  """
+  try:
+    cls_id, sep_id, pad_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
+  except tokenizer_lib.MissingTokenError as e:
+    raise tokenizer_lib.MissingTokenError(f"GLUE examples are framed by [CLS] and [SEP]: {e}") from e
   n = len(split)
   pair = split.text_b is not None
   ids_a = tokenizer.encode_batch(split.text_a) if n else []
   ids_b = tokenizer.encode_batch(split.text_b) if pair and n else [[] for _ in range(n)]
-  input_ids = np.zeros((n, max_len), np.int32)
+  input_ids = np.full((n, max_len), pad_id, np.int32)
   mask = np.zeros((n, max_len), np.int32)
   types = np.zeros((n, max_len), np.int32)
   budget = max_len - (3 if pair else 2)
   for i, (a, b) in enumerate(zip(ids_a, ids_b)):
     la, lb = truncate_pair(len(a), len(b), budget)
-    row = [tokenizer.cls_id, *a[:la], tokenizer.sep_id]
+    row = [cls_id, *a[:la], sep_id]
     if pair:
-      row += [*b[:lb], tokenizer.sep_id]
+      row += [*b[:lb], sep_id]
     input_ids[i, : len(row)] = row
     mask[i, : len(row)] = 1
     types[i, la + 2 : len(row)] = 1
@@ -254,7 +262,7 @@ class Backbone:
   model: types.ModuleType
   cfg: Any
   params: Any
-  tokenizer: tokenizer_lib.Tokenizer
+  tokenizer: tokenizer_lib.TokenizerProtocol
   description: str
   fingerprint: str
 
@@ -269,24 +277,24 @@ def _params_fingerprint(params) -> str:
 def load_backbone(
   config: ml_collections.ConfigDict, workdir: pathlib.Path, task_data: dict[str, tasks_lib.TaskData]
 ) -> Backbone:
-  """The pretrained run `config.pretrained` (latest checkpoint, or `config.pretrained_step`), or with
-  `config.pretrained == ""` a randomly initialised `config.model` preset (tests and notebooks) whose tokenizer
-  is `config.tokenizer_path` or, when that is empty, one trained on the tasks' training text and saved in
-  `workdir/tokenizer`."""
+  """The pretrained model `config.pretrained`: a pretraining run (latest checkpoint, or `config.pretrained_step`)
+  or a Hugging Face folder (`config.json` and no `run_config.json`; BERT in the original layout, MLM or classifier:
+  its encoder is used). With `config.pretrained == ""` a randomly initialised `config.model` preset (tests and
+  notebooks) whose tokenizer is `config.tokenizer_path` (ours or a Hugging Face tokenizer folder) or, when that is
+  empty, one trained on the tasks' training text and saved in `workdir/tokenizer`."""
   if config.pretrained:
     run = pretrained_lib.load(pathlib.Path(config.pretrained).expanduser(), config.pretrained_step or None)
-    _require_classifier(run.model, f"config.pretrained={config.pretrained!r} is a {run.model_name} run")
+    _require_classifier(run.model, f"config.pretrained={config.pretrained!r} is a {run.model_name} model")
     return Backbone(
       run.model,
       run.model_cfg,
       run.params,
       run.tokenizer,
-      f"{run.config.model.name}:{run.config.model.preset} ({run.run_dir}, step {run.step}, "
-      f"pretrained with {run.config.optimizer.name})",
+      run.description,
       f"{run.tokenizer.fingerprint}:{_params_fingerprint(run.params)}",
     )
   if config.tokenizer_path:
-    tokenizer = tokenizer_lib.Tokenizer.load(pathlib.Path(config.tokenizer_path).expanduser())
+    tokenizer = tokenizer_lib.load(pathlib.Path(config.tokenizer_path).expanduser())
   else:
     texts = (t for d in task_data.values() for t in (d.train.text_a + (d.train.text_b or [])))
     tokenizer = tokenizer_lib.load_or_train(

@@ -10,6 +10,10 @@ A conversion module defines, side by side (see :data:`INTERFACE`):
   Hugging Face re-ties are left out);
 * ``from_hf(state_dict, cfg) -> params``: the inverse, from torch tensors or arrays, checked against ``cfg``.
 
+:func:`load` reads a Hugging Face folder (``config.json``, ``model.safetensors``, tokenizer files) into our model
+(:mod:`came_jax.hf.load`): model, ``Config``, parameters and tokenizer, as :func:`came_jax.pretrained.load`
+returns them for a run of ours.
+
 For every config Hugging Face can express, ``from_hf(to_hf(params, cfg), cfg)`` is ``params`` exactly and
 ``config_from_hf(config_to_hf(cfg))`` is ``cfg``; a layout it cannot express raises
 :class:`UnsupportedLayoutError` naming the features (crammed BERT). Writing folders is :mod:`came_jax.export`'s.
@@ -37,8 +41,9 @@ from types import ModuleType
 
 from came_jax import _modules
 from came_jax.hf._common import UnsupportedLayoutError
+from came_jax.hf.load import load
 
-__all__ = ["INTERFACE", "UnsupportedLayoutError", "get", "names"]
+__all__ = ["INTERFACE", "UnsupportedLayoutError", "get", "load", "names"]
 
 INTERFACE = ("config_to_hf", "config_from_hf", "to_hf", "from_hf")
 

@@ -18,9 +18,23 @@ from came_jax.data import pipeline, throughput
 from came_jax.data import tokenizer as tokenizer_lib
 
 
-def make_tokenizer(config: ml_collections.ConfigDict, workdir: str) -> tokenizer_lib.Tokenizer:
-  """`WORKDIR/tokenizer`: loaded on resume, else copied from `config.tokenizer_path`, else trained and saved."""
+def make_tokenizer(
+  config: ml_collections.ConfigDict, workdir: str, init_tokenizer: Optional[tokenizer_lib.TokenizerProtocol] = None
+) -> tokenizer_lib.TokenizerProtocol:
+  """`WORKDIR/tokenizer`: `init_tokenizer` (the one `config.init_from` brings), saved there on the first start;
+  else loaded on resume, else copied from `config.tokenizer_path`, else trained and saved.
+
+  Raises:
+    ValueError: `WORKDIR/tokenizer` holds another tokenizer than `init_tokenizer`.
+  """
   target = pathlib.Path(workdir) / "tokenizer"
+  if init_tokenizer is not None:
+    if not target.is_dir():
+      init_tokenizer.save(target)
+    saved = tokenizer_lib.load(target)
+    if saved.fingerprint != init_tokenizer.fingerprint:
+      raise ValueError(f"{target} holds another tokenizer than config.init_from={config.init_from!r} brings.")
+    return init_tokenizer
   if config.tokenizer_path and not tokenizer_lib.Tokenizer.exists(target):
     source = pathlib.Path(config.tokenizer_path)
     if not tokenizer_lib.Tokenizer.exists(source):

@@ -12,6 +12,11 @@ FSDP-sharded params and optimizer state and batches split over every device; the
 several processes (`config.distributed`), each loads only its rows of every batch; process 0 alone writes the
 tokenizer, `run_config.json`, metrics and the summary, while all take part in checkpoints.
 
+`config.init_from` (a run directory or a Hugging Face folder, `came_jax.pretrained.load`) starts from a pretrained
+model: its parameters replace the random initialisation (the optimizer state starts fresh), and its model Config and
+tokenizer are the run's (`validation.init_model_config` says what the config must then agree with); the Config is
+recorded in `WORKDIR/model_config.json` and the tokenizer saved in `WORKDIR/tokenizer`.
+
 Budget accounting (as cramming): the clock starts after data and model setup, so it counts compilation; it is
 paused for evaluation and checkpointing. The host stays at most one step ahead of the device (after dispatching a
 step it reads the previous step's non-finite counter), so the budget is honoured within one step and a streak of
@@ -32,7 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from came_jax import models
+from came_jax import models, pretrained
 from came_jax.optim import registry
 from came_jax.train import budget as budget_lib
 from came_jax.train import checkpoint as ckpt_lib
@@ -80,7 +85,8 @@ def train_and_evaluate(
   """
   sharding.initialize_distributed(config.distributed)  # before anything touches a device
   budget_s = budget_lib.parse_budget(config.budget)
-  model_cfg = validation.check(config)
+  init = validation.load_init(config)  # None, or the pretrained model to start from
+  model_cfg = validation.check(config, init)
   model = models.get(config.model.name)
   resuming = ckpt_lib.check_workdir(workdir, config)
   log.info(
@@ -94,14 +100,14 @@ def train_and_evaluate(
     f", max_steps {config.max_steps}" if config.max_steps else "",
   )
   with contextlib.ExitStack() as cleanup:
-    run = _Run(config, workdir, model, model_cfg, budget_s, time_fn, cleanup)
+    run = _Run(config, workdir, model, model_cfg, budget_s, time_fn, cleanup, init)
     return run.train()
 
 
 class _Run:
   """One run's objects and host-side counters; `train()` is the loop."""
 
-  def __init__(self, config, workdir, model, model_cfg, budget_s, time_fn, cleanup: contextlib.ExitStack):
+  def __init__(self, config, workdir, model, model_cfg, budget_s, time_fn, cleanup: contextlib.ExitStack, init=None):
     self.config, self.workdir, self.model = config, workdir, model
     self.seq_len, self.micro = config.data.seq_len, config.data.batch_size
     self.max_micro = config.batch_size // self.micro
@@ -111,7 +117,7 @@ class _Run:
 
     # --- tokenizer and data: this process's rows of every batch
     tokenizer = sharding.process_zero_first(
-      "came_jax:tokenizer", lambda: input_pipeline.make_tokenizer(config, workdir)
+      "came_jax:tokenizer", lambda: input_pipeline.make_tokenizer(config, workdir, init.tokenizer if init else None)
     )
     processes = dict(process_index=self.process_index, process_count=self.process_count)
     self.train_iter = input_pipeline.make_train_iterator(config, tokenizer, **processes)
@@ -131,20 +137,22 @@ class _Run:
     init_fn = functools.partial(model.init_params, model_cfg)
     tx = registry.make(config.optimizer)
 
-    def create_state():
+    def create_state(params=None):  # `params`: those of `config.init_from`, else a random initialisation
       init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-      return step_lib.TrainState.create(init_fn(init_rng), tx, state_rng)
+      return step_lib.TrainState.create(init_fn(init_rng) if params is None else params, tx, state_rng)
 
     state_shape = jax.eval_shape(create_state)
     validation.check_batch_fits_model(config, loss_fn, state_shape.params, shapes)
     self.lr_fn = schedules.make_lr_schedule(config.schedule, registry.peak_learning_rate(config.optimizer))
     self.state_shardings = sharding.train_state_shardings(state_shape, tx, self.mesh, config.mesh.fsdp_min_size)
-    self.state = jax.jit(create_state, out_shardings=self.state_shardings)()
+    self.state = jax.jit(create_state, out_shardings=self.state_shardings)(init.params if init else None)
     self.num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params))
     self.flops_per_token = float(model.flops_per_token(model_cfg, {k: s for k, (s, _) in shapes.items()}))
 
     if self.is_chief:
       ckpt_lib.record_run(workdir, config)
+      if init is not None:
+        pretrained.record_model_config(workdir, config.model.name, model_cfg)
     self.checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     cleanup.callback(self.checkpointer.close)
     elapsed, self.tokens_seen = 0.0, 0

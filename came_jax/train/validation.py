@@ -5,12 +5,14 @@ Unknown keys are refused earlier, by `lock_config=True` in the launcher (and by 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import ml_collections
 
 from came_jax import models
+from came_jax.models import layers
 from came_jax.optim import registry
 from came_jax.train import budget, schedules, sharding
 
@@ -22,8 +24,9 @@ def _require(ok: bool, key: str, value: Any, requirement: str) -> None:
     raise ValueError(f"config.{key}={value!r}: {requirement}.")
 
 
-def check(config: ml_collections.ConfigDict) -> Any:
-  """Validates `config`; returns the model Config it describes (vocabulary from `config.tokenizer`).
+def check(config: ml_collections.ConfigDict, init: Any = None) -> Any:
+  """Validates `config`; returns the model Config it describes (vocabulary from `config.data.vocab_size`), or with
+  `config.init_from` the one of `init`, the `came_jax.pretrained.Pretrained` it names (see `init_model_config`).
 
   Raises:
     ValueError: naming the first offending key.
@@ -90,7 +93,10 @@ def check(config: ml_collections.ConfigDict) -> Any:
     f"config.mesh.fsdp = {data} x {fsdp})",
   )
 
-  model_cfg = models.from_config_section(config.model, config.data.vocab_size)
+  if init is None:
+    model_cfg = models.from_config_section(config.model, config.data.vocab_size)
+  else:
+    model_cfg = init_model_config(config, init)
   limit = models.get(config.model.name).max_len(model_cfg)
   if limit is not None:
     _require(
@@ -99,6 +105,76 @@ def check(config: ml_collections.ConfigDict) -> Any:
       config.data.seq_len,
       f"exceeds the model's maximum sequence length ({config.model.name}:{config.model.preset}: max_len={limit})",
     )
+  return model_cfg
+
+
+def load_init(config: ml_collections.ConfigDict) -> Any:
+  """The pretrained model `config.init_from` names (`came_jax.pretrained.load`), or None when it is "".
+
+  Raises:
+    ValueError, FileNotFoundError: naming `config.init_from`.
+  """
+  if not config.init_from:
+    return None
+  from came_jax import pretrained  # pylint: disable=g-import-not-at-top  (it imports orbax)
+
+  try:
+    return pretrained.load(config.init_from)
+  except (FileNotFoundError, ValueError) as e:
+    raise type(e)(f"config.init_from={config.init_from!r}: {e}") from e
+
+
+def init_model_config(config: ml_collections.ConfigDict, init: Any) -> Any:
+  """The model Config of a run that starts from `init` (`config.init_from`: a run directory or a Hugging Face
+  folder, loaded by `came_jax.pretrained.load`): its model and tokenizer, not `config.model`'s preset nor a
+  tokenizer of `config.data`'s.
+
+  `config.model.name` must be `init`'s model; the Config fields set in `config.model` replace `init`'s (dtype,
+  dropout_rate, attention_impl, ...), as long as `init`'s parameters still fit; `config.model.preset` is not used.
+  `config.data.vocab_size` must be the size of `init`'s tokenizer, which `config.tokenizer_path` must not replace.
+
+  Raises:
+    ValueError: naming the key that disagrees with `init`.
+  """
+  where = f"config.init_from={config.init_from!r}"
+  _require(
+    config.model.name == init.model_name,
+    "model.name",
+    config.model.name,
+    f"{where} is a {init.model_name} model: set --config.model.name={init.model_name} (or a {init.model_name} recipe)",
+  )
+  _require(
+    not config.tokenizer_path,
+    "tokenizer_path",
+    config.tokenizer_path,
+    f"must be empty with {where}, whose tokenizer the run takes",
+  )
+  _require(
+    config.data.vocab_size == init.tokenizer.vocab_size,
+    "data.vocab_size",
+    config.data.vocab_size,
+    f"{where} brings a tokenizer of {init.tokenizer.vocab_size} ids: set --config.data.vocab_size="
+    f"{init.tokenizer.vocab_size}",
+  )
+
+  def fit(cfg):
+    layers.assert_same_shapes(init.params, jax.eval_shape(lambda: init.model.init_params(cfg, jax.random.key(0))))
+
+  try:
+    fit(init.model_cfg)
+  except ValueError as e:
+    raise ValueError(f"{where}: its parameters are not those of {init.model_name}.init_params: {e}") from e
+  fields = models.overrides(config.model)
+  try:
+    model_cfg = dataclasses.replace(init.model_cfg, **fields)
+    fit(model_cfg)
+  except (TypeError, ValueError) as e:
+    changed = {k: v for k, v in fields.items() if getattr(init.model_cfg, k, None) != v}
+    shown = ", ".join(f"{k}={v!r} (the model has {getattr(init.model_cfg, k, None)!r})" for k, v in changed.items())
+    raise ValueError(
+      f"config.model.{next(iter(changed or fields))}: {where} fixes the model, and its parameters do not fit "
+      f"config.model's {shown}: {e}"
+    ) from e
   return model_cfg
 
 

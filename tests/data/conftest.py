@@ -3,7 +3,9 @@
 import pytest
 
 from came_jax.data import sources, token_cache
+from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.data.tokenizer import Tokenizer
+from tests.data import hf_tokenizers
 
 VOCAB_SIZE = 1000
 
@@ -30,3 +32,17 @@ def inaugural_tokens(inaugural, tokenizer, tmp_path_factory) -> token_cache.Toke
 def small_source(shared_data) -> sources.LocalTextSource:
   """Three short inaugural addresses: a corpus small enough to run through several epochs."""
   return sources.LocalTextSource(str(shared_data / "corpus" / "inaugural" / "17*.txt"))
+
+
+@pytest.fixture(scope="session")
+def hf_wordpiece(inaugural, tmp_path_factory):
+  """A Hugging Face WordPiece tokenizer (`tests/data/hf_tokenizers.py`): special ids unlike ours, 4 sentinels."""
+  texts = [inaugural[i] for i in range(10)]
+  return tokenizer_lib.load(hf_tokenizers.wordpiece_folder(tmp_path_factory.mktemp("hf_wordpiece"), texts))
+
+
+@pytest.fixture(scope="session")
+def hf_byte_bpe(inaugural, tmp_path_factory):
+  """A GPT-2-style byte-level BPE (`tests/data/hf_tokenizers.py`): EOS only, no [CLS]/[SEP]/[MASK], no pad."""
+  texts = [inaugural[i] for i in range(10)]
+  return tokenizer_lib.load(hf_tokenizers.byte_bpe_folder(tmp_path_factory.mktemp("hf_byte_bpe"), texts))

@@ -1,9 +1,11 @@
-"""Objectives on real packed text: MLM masking statistics, causal shift, T5 span corruption."""
+"""Objectives on real packed text: MLM masking statistics, causal shift, T5 span corruption; special ids taken from
+the tokenizer (a Hugging Face one whose ids are not ours), and tokenizers that lack a token an objective needs."""
 
 import numpy as np
 import pytest
 
-from came_jax.data import objectives
+from came_jax.data import objectives, token_cache
+from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.data.packing import PackedRows
 
 
@@ -147,3 +149,47 @@ def test_unknown_objective_names_objective(tokenizer):
     objectives.make_objective("bert", tokenizer, 128)
   with pytest.raises(ValueError, match="mlm_rate"):
     objectives.make_objective("mlm", tokenizer, 128, mlm_rate=1.5)
+
+
+# --------------------------------------------------------------------- special ids from the tokenizer object
+
+
+@pytest.fixture(scope="module")
+def wordpiece_tokens(small_source, hf_wordpiece):
+  return token_cache.tokenize_source(small_source, hf_wordpiece)
+
+
+def test_objectives_take_special_ids_from_a_hugging_face_tokenizer(hf_wordpiece, wordpiece_tokens):
+  tok = hf_wordpiece  # [CLS] 1, [SEP] 2, [MASK] 3, pad 4, </s> 5, sentinels at the top: none of ours
+  mlm = objectives.make_objective("mlm", tok, 64, mlm_rate=0.25)
+  tokens, valid = _rows(wordpiece_tokens, mlm)
+  tokens[-1, 10:], valid[-1, 10:] = 0, False  # a short row, to see the padding
+  batch = mlm(tokens, valid, np.random.default_rng(0))
+  ids, weights = batch["input_ids"], batch["mlm_weights"] > 0
+  assert (ids[:, 0] == tok.cls_id).all() and ids[-1, 11] == tok.sep_id and (ids[-1, 12:] == tok.pad_id).all()
+  assert (ids[:-1, -1] == tok.sep_id).all() and (ids == tok.sep_id)[:-1].sum() > len(ids) - 1  # between docs too
+  masked = np.take_along_axis(ids, batch["mlm_positions"], axis=1)[weights]
+  assert (masked == tok.mask_id).mean() > 0.7
+  assert not np.isin(batch["mlm_labels"][weights], tok.special_ids).any()
+  lo, hi = tok.normal_id_range
+  replaced = masked[(masked != tok.mask_id) & (masked != batch["mlm_labels"][weights])]
+  assert len(replaced) and ((lo <= replaced) & (replaced < hi)).all()
+
+  causal = objectives.make_objective("causal", tok, 64)
+  assert causal.separator == tok.eos_id == 5 and causal.pad_id == tok.pad_id == 4
+
+  span = objectives.make_objective("span", tok, 16)
+  tokens, valid = _rows(wordpiece_tokens, span, n=8)
+  batch = span(tokens, valid, np.random.default_rng(0))
+  sentinels = [tok.sentinel_id(i) for i in range(tok.num_sentinels)]
+  assert span.sentinel_ids == tuple(sentinels) and (batch["labels"][:, 0] == sentinels[0]).all()
+  assert (batch["input_ids"][:, -1] == tok.eos_id).all()
+
+
+def test_a_tokenizer_without_the_tokens_an_objective_needs_is_named(hf_byte_bpe):
+  with pytest.raises(tokenizer_lib.MissingTokenError, match=r"objective='mlm'.*no cls token.*no sep token.*no mask"):
+    objectives.make_objective("mlm", hf_byte_bpe, 64)
+  with pytest.raises(tokenizer_lib.MissingTokenError, match=r"objective='span'.*no T5 sentinels \(<extra_id_0>"):
+    objectives.make_objective("span", hf_byte_bpe, 64)
+  causal = objectives.make_objective("causal", hf_byte_bpe, 64)  # GPT-2 needs only its <|endoftext|>
+  assert causal.eos_id == causal.pad_id == hf_byte_bpe.eos_id == 0

@@ -1,5 +1,6 @@
 """GLUE fine-tuning: a tiny BERT from a real (few-step) pretraining run fine-tuned on real RTE and CoLA rows,
-STS-B regression from random init, longest-first pair truncation, and configs/glue.py."""
+STS-B regression from random init, longest-first pair truncation, encoding with a Hugging Face tokenizer's special ids,
+and configs/glue.py."""
 
 import dataclasses
 import json
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 
 from came_jax import config_files, pretrained
+from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.glue import finetune
+from came_jax.glue import tasks as tasks_lib
+from tests.data import hf_tokenizers
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -111,6 +115,26 @@ def test_regression_task_from_random_init(pretrained_run, glue_dir, tmp_path):
   rows = (tmp_path / "submission" / "STS-B.tsv").read_text().splitlines()
   assert rows[0] == "index\tprediction" and len(rows) == 1380
   assert all(len(r.split("\t")[1].split(".")[1]) == 3 for r in rows[1:])  # scores, three decimals
+
+
+def test_encoding_takes_cls_sep_and_pad_from_a_hugging_face_tokenizer(glue_dir, tmp_path):
+  """`[CLS] a [SEP] b [SEP]` with a Hugging Face WordPiece's ids ([CLS] 1, [SEP] 2, pad 4), which are not ours;
+  a tokenizer without [CLS] (GPT-2's byte-level BPE) is refused naming it."""
+  split = tasks_lib.load_task("RTE", source="tsv", data_dir=str(glue_dir)).evals["RTE"]
+  split = finetune.subsample(split, 20)
+  texts = split.text_a + split.text_b
+  tok = tokenizer_lib.load(hf_tokenizers.wordpiece_folder(tmp_path / "wp", texts))
+  arrays = finetune.encode(tok, split, max_len=48)
+  ids, mask, types = arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"]
+  n = mask.sum(axis=1)
+  assert (ids[:, 0] == tok.cls_id).all() and (ids[np.arange(len(ids)), n - 1] == tok.sep_id).all()
+  assert ((ids == tok.sep_id).sum(axis=1) == 2).all() and (ids[mask == 0] == tok.pad_id).all()
+  a = tok.encode(split.text_a[0])
+  short = int(np.argmin(n))
+  assert ids[0, 1 : 1 + min(len(a), 5)].tolist() == a[:5] and (types[short, : n[short]] == 1).any()
+  bpe = tokenizer_lib.load(hf_tokenizers.byte_bpe_folder(tmp_path / "bpe", texts))
+  with pytest.raises(tokenizer_lib.MissingTokenError, match=r"framed by \[CLS\] and \[SEP\].*no cls token"):
+    finetune.encode(bpe, split, max_len=48)
 
 
 def test_glue_configs_load():
