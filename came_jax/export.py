@@ -16,6 +16,8 @@ run, or ``python -m experiments.export_hf --workdir RUN_DIR --out HF_DIR``) writ
   5 ``[MASK]``, then byte and learned pieces, and T5 sentinel ``<extra_id_i>`` at ``vocab_size - 1 - i``
   (listed as added tokens). Plain text encodes to the same ids as :class:`came_jax.data.tokenizer.Tokenizer`;
   whitespace next to a literal special-token string may differ (Hugging Face splits text on special tokens).
+  A model that came in from a Hugging Face folder (``came_jax.hf.load``, ``init_from``) keeps its own tokenizer:
+  its files are written back as they were read, and ``config.json``'s token ids are that tokenizer's.
 
 The conversions (state dicts, ``config.json``) are :mod:`came_jax.hf`'s, reached by model name
 (``hf.get(name)``); this module writes the folder. Logits of the loaded model equal ours to a relative error below
@@ -115,8 +117,20 @@ def remote_code(config: dict[str, Any]) -> dict[str, str]:
   return {f"{m}.py": (folder / f"{m}.py").read_text(encoding="utf-8") for m in modules}
 
 
+def _token_ids(config: dict[str, Any], tokenizer: tokenizer_lib.TokenizerProtocol) -> dict[str, int]:
+  """The special-token ids a ``config.json`` carries, from the tokenizer written beside it (GPT-2's convention:
+  its begin- and end-of-text token are one)."""
+  ids = {"pad_token_id": "pad_id", "eos_token_id": "eos_id", "bos_token_id": "eos_id"}
+  return {key: getattr(tokenizer, attr) for key, attr in ids.items() if key in config}
+
+
 def export(
-  model_name: str, params, cfg: Any, out_dir: str | pathlib.Path, *, tokenizer: tokenizer_lib.Tokenizer | None = None
+  model_name: str,
+  params,
+  cfg: Any,
+  out_dir: str | pathlib.Path,
+  *,
+  tokenizer: tokenizer_lib.TokenizerProtocol | None = None,
 ) -> pathlib.Path:
   """Writes a Hugging Face folder for ``params`` of model ``model_name`` ("bert", "gpt2", "t5") with config ``cfg``.
 
@@ -125,8 +139,8 @@ def export(
   the conversion fails.
 
   Raises:
-    ValueError: no conversion for ``model_name``, parameters that do not fit ``cfg``, or the tokenizer's vocabulary
-      size differs from the model's.
+    ValueError: no conversion for ``model_name``, parameters that do not fit ``cfg``, or a tokenizer with more ids
+      than the model's vocabulary.
   """
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
@@ -134,8 +148,10 @@ def export(
   params = jax.tree.map(np.asarray, jax.device_get(params))
   state_dict = convert.to_hf(params, cfg)
   config = {**convert.config_to_hf(cfg, params), "dtype": "float32"}  # the dtype of the safetensors weights
-  if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:
-    raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {cfg.vocab_size}")
+  if tokenizer is not None:
+    if tokenizer.vocab_size > cfg.vocab_size:
+      raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model's vocab_size is {cfg.vocab_size}")
+    config.update(_token_ids(config, tokenizer))
   code = remote_code(config)
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +159,10 @@ def export(
   (out / "config.json").write_text(json.dumps(config, indent=2))
   for name, text in code.items():
     (out / name).write_text(text)
-  if tokenizer is not None:
+  if isinstance(tokenizer, tokenizer_lib.Tokenizer):
     save_tokenizer(tokenizer, out, max_len=models.get(model_name).max_len(cfg))
+  elif tokenizer is not None:  # a Hugging Face tokenizer (a model that came in through hf.load): its own files
+    tokenizer.save(out)
   return out
 
 

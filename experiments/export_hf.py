@@ -16,7 +16,7 @@ See came_jax/export.py.
 
 from absl import app, flags, logging
 
-from came_jax import export, hf
+from came_jax import export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Pretraining run directory (experiments/pretrain.py --workdir).")
@@ -33,7 +33,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     out = export.export_run(FLAGS.workdir, FLAGS.out, FLAGS.step)
-  except hf.UnsupportedLayoutError as e:
+  except (FileNotFoundError, ValueError) as e:  # no run, no conversion for the model, a tokenizer that does not fit
     raise SystemExit(f"Not exported: {e}") from None
   print(f"Exported {FLAGS.workdir} to {out}")
 

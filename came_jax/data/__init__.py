@@ -1,6 +1,7 @@
 """Data: tokenizer, text sources, packing, objectives (MLM, causal LM, span corruption), batching.
 
-* ``tokenizer.py``   SentencePiece ``Tokenizer`` with fixed special ids and T5 sentinels; ``load_or_train``.
+* ``tokenizer.py``   the tokenizer protocol; our SentencePiece ``Tokenizer`` (fixed special ids, T5 sentinels,
+  ``load_or_train``) and ``HFTokenizer`` (a Hugging Face folder's tokenizer, its own special ids); ``load``.
 * ``sources.py``     local text folders/globs, TFDS by name (array_record), WikiText held-out articles.
 * ``token_cache.py`` tokenize a source once; ids + document offsets cached on disk.
 * ``packing.py``     ``PackedRows``: fixed-width rows over documents joined by separators (no token lost).

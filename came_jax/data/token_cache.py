@@ -79,7 +79,7 @@ def tokenize_source(
 
   Args:
     source: a sequence of strings with ``name`` and ``fingerprint`` (see ``sources.py``).
-    tokenizer: a :class:`~came_jax.data.tokenizer.Tokenizer`.
+    tokenizer: any :class:`~came_jax.data.tokenizer.TokenizerProtocol` (ours or a Hugging Face one).
     cache_dir: where to keep the arrays; ``None`` keeps them in memory only.
     docs_per_chunk: documents encoded per SentencePiece call.
     num_threads: SentencePiece encoding threads (default: all CPUs).

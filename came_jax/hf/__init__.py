@@ -2,6 +2,7 @@
 
 A conversion module defines, side by side (see :data:`INTERFACE`):
 
+* ``MODEL_TYPES``: the Hugging Face ``model_type`` values it reads (:func:`model_for` maps them to our model);
 * ``config_to_hf(cfg, params=None) -> dict``: the ``config.json`` of the Hugging Face model that equals ours;
   ``params``, where given, choose between the architectures one ``Config`` can fill (BERT: MLM or classifier);
 * ``config_from_hf(hf_config) -> Config``: the inverse, for configs our model can represent; anything else raises
@@ -15,8 +16,9 @@ A conversion module defines, side by side (see :data:`INTERFACE`):
 returns them for a run of ours.
 
 For every config Hugging Face can express, ``from_hf(to_hf(params, cfg), cfg)`` is ``params`` exactly and
-``config_from_hf(config_to_hf(cfg))`` is ``cfg``; a layout it cannot express raises
-:class:`UnsupportedLayoutError` naming the features (crammed BERT). Writing folders is :mod:`came_jax.export`'s.
+``config_from_hf(config_to_hf(cfg))`` is ``cfg``. A layout no stock Hugging Face class expresses gets a model type
+of its own with remote code (crammed BERT: ``came_bert``, :mod:`came_jax.hf.bert`). Writing folders is
+:mod:`came_jax.export`'s.
 
 >>> from came_jax import hf, models
 >>> cfg = models.make_config("gpt2", "tiny", vocab_size=97)
@@ -40,12 +42,11 @@ import importlib
 from types import ModuleType
 
 from came_jax import _modules
-from came_jax.hf._common import UnsupportedLayoutError
 from came_jax.hf.load import load
 
-__all__ = ["INTERFACE", "UnsupportedLayoutError", "get", "load", "names"]
+__all__ = ["INTERFACE", "get", "load", "model_for", "names"]
 
-INTERFACE = ("config_to_hf", "config_from_hf", "to_hf", "from_hf")
+INTERFACE = ("MODEL_TYPES", "config_to_hf", "config_from_hf", "to_hf", "from_hf")
 
 
 @functools.cache
@@ -65,3 +66,16 @@ def get(model_name: str) -> ModuleType:
       f"model {model_name!r} has no Hugging Face conversion (came_jax/hf/{model_name}.py; known: {', '.join(names())})."
     )
   return importlib.import_module(f"{__name__}.{model_name}")
+
+
+def model_for(model_type: str) -> str:
+  """Our model (``config.model.name``) whose conversion reads Hugging Face ``model_type`` (its ``MODEL_TYPES``).
+
+  Raises:
+    ValueError: naming the ``model_type`` when no conversion reads it.
+  """
+  for name in names():
+    if model_type in get(name).MODEL_TYPES:
+      return name
+  known = ", ".join(t for name in names() for t in get(name).MODEL_TYPES)
+  raise ValueError(f"model_type={model_type!r} has no conversion here (known: {known})")

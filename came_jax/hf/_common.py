@@ -12,10 +12,6 @@ import numpy as np
 from came_jax.models import layers
 
 
-class UnsupportedLayoutError(ValueError):
-  """The model's layout has no Hugging Face equivalent; the message names the features that prevent it."""
-
-
 def to_numpy(x: Any) -> np.ndarray:
   """A contiguous float32 numpy copy (or view) of a torch tensor, a jax array or anything ``np.asarray`` takes.
 

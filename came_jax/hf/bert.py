@@ -41,6 +41,7 @@ _DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 _PROBLEM_TYPES = (None, "single_label_classification", "regression")
 
 REMOTE_MODEL_TYPE = "came_bert"
+MODEL_TYPES = ("bert", REMOTE_MODEL_TYPE)  # the Hugging Face model types read here
 # The Auto classes of a came_bert folder: "<module>.<class>", the modules being the files of came_jax/hf/remote/.
 AUTO_MAP = {
   "AutoConfig": "configuration_came_bert.CameBertConfig",

@@ -16,6 +16,8 @@ from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.hf import _common
 from came_jax.models import gpt2
 
+MODEL_TYPES = ("gpt2",)  # the Hugging Face model types read here
+
 _TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")  # two Hugging Face names of the tanh GELU our MLP uses
 _DROPOUTS = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
 

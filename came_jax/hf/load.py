@@ -52,9 +52,10 @@ def load(path: str | pathlib.Path) -> pretrained.Pretrained:
   if not config_file.is_file():
     raise FileNotFoundError(f"{path} is not a Hugging Face model folder: {config_file} is missing")
   hf_config = json.loads(config_file.read_text())
-  name = hf_config.get("model_type")
-  if name not in hf.names():
-    raise ValueError(f"{config_file}: model_type={name!r} has no conversion here (known: {', '.join(hf.names())})")
+  try:
+    name = hf.model_for(hf_config.get("model_type"))
+  except ValueError as e:
+    raise ValueError(f"{config_file}: {e}") from e
   convert = hf.get(name)
   try:
     cfg = convert.config_from_hf(hf_config)

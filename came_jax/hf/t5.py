@@ -21,6 +21,8 @@ from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.hf import _common
 from came_jax.models import t5
 
+MODEL_TYPES = ("t5",)  # the Hugging Face model types read here
+
 # Present in Hugging Face state dicts but not separate parameters here (tied copies of ``shared``, an unused
 # leftover).
 _HF_IGNORED = (

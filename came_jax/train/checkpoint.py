@@ -46,7 +46,8 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The part of `config` that must match to resume (JSON-normalised)."""
   full = json.loads(config.to_json_best_effort())
-  flat = _flatten({k: full.get(k) for k in COMPAT_KEYS})
+  keys = COMPAT_KEYS + (("init_from",) if full.get("init_from") else ())  # (absent from runs before it existed)
+  flat = _flatten({k: full.get(k) for k in keys})
   return {k: v for k, v in flat.items() if k not in NOT_COMPAT}
 
 

@@ -17,7 +17,8 @@ import torch
 import transformers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from came_jax import config_files, hf, pretrained
+from came_jax import config_files, export, hf, pretrained
+from came_jax import models as came_models
 from came_jax.data import objectives
 from came_jax.data import tokenizer as tokenizer_lib
 from came_jax.glue import finetune
@@ -270,7 +271,9 @@ def test_missing_files_unknown_models_and_unrepresentable_configs_fail_clearly(g
   (tmp_path / "weights").rename(folder / "model.safetensors")
   config = json.loads((folder / "config.json").read_text())
   (folder / "config.json").write_text(json.dumps({**config, "model_type": "resnet"}))
-  with pytest.raises(ValueError, match=r"model_type='resnet' has no conversion here \(known: bert, gpt2, t5\)"):
+  with pytest.raises(
+    ValueError, match=r"model_type='resnet' has no conversion here \(known: bert, came_bert, gpt2, t5\)"
+  ):
     hf.load(folder)
   (folder / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
   with pytest.raises(ValueError, match=r"config\.json: Hugging Face config activation_function='relu' cannot be"):
@@ -415,3 +418,30 @@ def test_init_from_mismatches_fail_before_anything_is_built(gpt2_folder, shared_
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     trainer.train_and_evaluate(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+def test_a_model_that_came_in_goes_back_out(gpt2_folder, shared_data, tmp_path):
+  """hf.load -> export: the folder loads in transformers with the same logits, tokens and special ids."""
+  run = hf.load(gpt2_folder)
+  out = export.export(run.model_name, run.params, run.model_cfg, tmp_path / "out", tokenizer=run.tokenizer)
+  config = json.loads((out / "config.json").read_text())
+  assert config["pad_token_id"] == run.tokenizer.pad_id and config["eos_token_id"] == run.tokenizer.eos_id
+  text = _sentences(shared_data, 1)[0]
+  assert transformers.AutoTokenizer.from_pretrained(out)(text)["input_ids"] == run.tokenizer.encode(text)
+  ids = np.asarray([run.tokenizer.encode(text)[:32]], np.int32)
+  with torch.no_grad():
+    ref = _torch_model(out, transformers.GPT2LMHeadModel)(input_ids=torch.from_numpy(ids).long()).logits.numpy()
+  ours = run.model.logits_fn(run.params, {"input_ids": ids}, cfg=run.model_cfg)
+  assert _errors(ours, ref)[1] <= 1e-4
+
+
+def test_a_crammed_bert_export_loads_back(bert_folder, tmp_path):
+  """model_type came_bert (our remote-code export of crammed BERT) is read by the BERT conversion."""
+  tok = tokenizer_lib.load(bert_folder)
+  cfg = came_models.make_config("bert", "tiny", vocab_size=tok.vocab_size)
+  params = jax.tree.map(np.asarray, came_models.get("bert").init_params(cfg, jax.random.key(0)))
+  out = export.export("bert", params, cfg, tmp_path / "crammed", tokenizer=tok)
+  assert json.loads((out / "config.json").read_text())["model_type"] == "came_bert"
+  run = hf.load(out)
+  assert run.model_name == "bert" and run.model_cfg == cfg
+  jax.tree.map(np.testing.assert_array_equal, run.params, params)

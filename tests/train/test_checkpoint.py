@@ -18,3 +18,11 @@ def test_incompatible_workdir_is_refused(tiny_config, tmp_path):
   with pytest.raises(ckpt_lib.IncompatibleWorkdirError, match=r"data\.seq_len"):
     trainer.train_and_evaluate(other, str(tmp_path))
   assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_run_identity_includes_init_from_when_set(tiny_config):
+  """Resuming from another init_from source is refused; runs recorded before init_from existed still resume."""
+  config = tiny_config("standin")
+  assert "init_from" not in ckpt_lib.run_identity(config)
+  config.init_from = "runs/other"
+  assert ckpt_lib.run_identity(config)["init_from"] == "runs/other"
