@@ -22,6 +22,7 @@ global-norm clipping, on a small quadratic:
 """
 
 from came_jax.optim.came import ScaleByCameState, came, scale_by_came
+from came_jax.optim.rounding import StochasticRoundingState, stochastic_rounding
 
-__all__ = ["ScaleByCameState", "came", "scale_by_came"]
+__all__ = ["ScaleByCameState", "StochasticRoundingState", "came", "scale_by_came", "stochastic_rounding"]
 __version__ = "0.1.0"
