@@ -10,6 +10,10 @@ the same shapes (``optimizer.step()`` on CPU, float32, with as many threads as J
   python -m experiments.bench_optimizer                       # BERT-base shapes, all optimizers
   python -m experiments.bench_optimizer --models "GPT-2 small (124M)" "T5-base (v1.1)" --steps 10
   python -m experiments.bench_optimizer --optimizers optax.adamw --chunk-bytes 0 1048576 2097152 4194304
+  python -m experiments.bench_optimizer --optimizers optax.adamw came_jax.came --l2-bytes 262144 2097152
+
+``--l2-bytes`` adds `came_jax.came` as it runs on a core with that much L2 cache (the row-block size it derives
+from it; ``$CAME_JAX_L2_BYTES`` sets the cache size the default row assumes).
 
 Rows are interleaved (one timed step of each optimizer in turn) so that background load hits them alike
 (`came_jax.bench.optimizer_step`).
@@ -33,13 +37,23 @@ def main() -> None:
     default=[],
     help="also time came_jax.came with these row-block sizes (`chunk_bytes`; 0: unblocked)",
   )
+  parser.add_argument(
+    "--l2-bytes",
+    nargs="*",
+    type=int,
+    default=[],
+    help="also time came_jax.came with the row blocks it picks for a core with this much L2 cache",
+  )
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 0:
     parser.error("--steps must be >= 1 and --warmup >= 0")
+  if any(size < 1 for size in args.l2_bytes):
+    parser.error("--l2-bytes must be positive")
   include = args.optimizers
   if include is not None:  # the blocked CAMEs asked for are timed too
     include = [*include, *(optimizer_step.chunk_label(size) for size in args.chunk_bytes)]
-  jax_optimizers = optimizer_step.with_chunk_sizes(args.chunk_bytes)
+    include += [optimizer_step.l2_label(size) for size in args.l2_bytes]
+  jax_optimizers = optimizer_step.with_chunk_sizes(args.chunk_bytes, args.l2_bytes)
   for name in args.models:
     print("\n" + optimizer_step.bench_model(name, args.steps, args.warmup, include, jax_optimizers))
 

@@ -12,6 +12,14 @@ timed in turn (one step of each per round) so that background load hits them ali
   python -m experiments.bench_train --preset small --batch 4       # CPU: a couple of minutes
   python -m experiments.bench_train --models bert --profile        # where the step's time goes (see README)
   python -m experiments.bench_train --loop configs/bert_cramming.py:tiny --loop-steps 150   # the whole loop
+  python -m experiments.bench_train --peers                        # vs PyTorch eager / torch.compile (transformers)
+  python -m experiments.bench_train --peers gpt2 --profile         # where our step's time goes at those sizes
+
+`--peers [gpt2] [bert]` (both when none named) times our step against `transformers`' GPT2LMHeadModel /
+BertForMaskedLM with the same weights on the same batch, float32, forward + backward + AdamW (optax.adamw in the
+trainer's step vs torch.optim.AdamW), at the scaled-down sizes of `came_jax.bench.peers.PEERS`, all contestants in
+turn; the PyTorch rows are skipped with a note when torch or transformers are not installed (`--no-compile`: no
+torch.compile row).
 
 Presets: `full` = the recipe's model and sequence length (crammed BERT base at 128, GPT-2 124M at 1024, T5-base
 (v1.1) at 512 input tokens); `small` = the same widths with 2 layers (T5: 2 + 2) at sequence length 128 (GPT-2:
@@ -21,8 +29,8 @@ see experiments/README.md). MFU divides by the device's peak bf16 FLOP/s (`came_
 Peak memory: the device's `peak_bytes_in_use` where it keeps one (GPU, since the process started), else the
 compiled step's `memory_analysis()` (arguments + outputs + temporaries - aliased).
 
-The table is `came_jax.bench.train_step`, `--profile` is `came_jax.bench.hlo_profile` and `--loop` is
-`came_jax.bench.train_loop`.
+The table is `came_jax.bench.train_step`, `--profile` is `came_jax.bench.hlo_profile`, `--loop` is
+`came_jax.bench.train_loop` and `--peers` is `came_jax.bench.peers`.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from __future__ import annotations
 import argparse
 
 from came_jax import config_files
-from came_jax.bench import hlo_profile, train_loop, train_step
+from came_jax.bench import hlo_profile, peers, train_loop, train_step
 from came_jax.optim import registry
 
 # --models: each recipe's config file, its name in the tables, and the `small` preset's sequence length.
@@ -72,9 +80,25 @@ def main() -> None:
   )
   parser.add_argument("--loop-steps", type=int, default=150)
   parser.add_argument("--repeats", type=int, default=1)
+  parser.add_argument(
+    "--peers",
+    nargs="*",
+    default=None,
+    choices=list(peers.PEERS),
+    help="time our step against transformers' (PyTorch eager and torch.compile) for these models (none named: all)",
+  )
+  parser.add_argument("--no-compile", action="store_true", help="--peers without the torch.compile rows")
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 0:
     parser.error("--steps must be >= 1 and --warmup >= 0")
+  if args.peers is not None:
+    names = args.peers or list(peers.PEERS)
+    if args.profile:
+      setup = peers.setup(peers.PEERS[names[0]])
+      print("\n" + hlo_profile.profile(setup, "optax.adamw", args.steps, args.warmup, args.top, tx=peers.adamw()))
+      return
+    print("\n" + peers.run(names, args.steps, args.warmup, compile=not args.no_compile))
+    return
   if args.loop:
     path, _, variant = args.loop.partition(":")
     for line in train_loop.loop(config_files.load(path, variant), args.loop, args.loop_steps, args.repeats):

@@ -14,6 +14,7 @@ import os
 import re
 import statistics
 import tempfile
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -116,10 +117,21 @@ def _shares(title: str, counts: collections.Counter, steps: int, total: int) -> 
   return lines
 
 
-def profile(setup: train_step.Setup, optimizer: str, steps: int, warmup: int, top: int) -> str:
+def profile(
+  setup: train_step.Setup,
+  optimizer: str,
+  steps: int,
+  warmup: int,
+  top: int,
+  tx: Optional[optax.GradientTransformation] = None,
+) -> str:
   """The markdown report: jitted pieces timed alone (median of `steps` after `warmup`), the XLA cost analysis,
-  then the traced op time by category, by part of the step, and the `top` HLO ops."""
-  tx = train_step.make_tx(setup.config, optimizer)
+  then the traced op time by category, by part of the step, and the `top` HLO ops.
+
+  `tx`: the optimizer (default: the recipe's `setup.config` with `optimizer`, `train_step.make_tx`); `optimizer`
+  names it in the report.
+  """
+  tx = tx if tx is not None else train_step.make_tx(setup.config, optimizer)
   state = train_step.init_state(setup, tx)
   loss_fn = setup.loss_fn()
   mb = jax.tree.map(lambda x: x[0], setup.batch)

@@ -5,12 +5,16 @@ buffer-donating step `(params, state) <- apply(update(grads, state, params))` on
 `torch` and `came_pytorch` are installed, `torch.optim.AdamW` and `came_pytorch.CAME` take `optimizer.step()` on
 the same shapes (CPU, float32, with as many threads as JAX uses). The steps are interleaved
 (`came_jax.bench.timing`), and each is reported as a ratio to `optax.adamw` measured in the same run.
+
+The table's heading names the CPU and its L2 cache as `came_jax.optim.came_cpu` reads it (the default row-block
+size derives from it); rows for other cache sizes (`with_l2_sizes`) stand for machines with other caches.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import platform
 import statistics
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -22,6 +26,7 @@ import optax
 
 from came_jax.bench import shapes, timing
 from came_jax.optim import came as came_lib
+from came_jax.optim import came_cpu
 
 # label -> a function making the optax transformation; `with_chunk_sizes` adds blocked CAMEs.
 JAX_OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
@@ -42,12 +47,51 @@ def chunk_label(chunk_bytes: int) -> str:
   return f"came_jax.came (blocks of {chunk_bytes // 1024} KiB)" if chunk_bytes else "came_jax.came (unblocked)"
 
 
-def with_chunk_sizes(chunk_sizes: Sequence[int]) -> dict[str, Callable[[], optax.GradientTransformation]]:
-  """:data:`JAX_OPTIMIZERS` and `came_jax.came` with each of these row-block sizes (`chunk_bytes`; 0: unblocked)."""
+def l2_label(l2_bytes: int) -> str:
+  """The label of `came_jax.came` with the row-block size it picks for an L2 cache of `l2_bytes`.
+
+  >>> l2_label(262144)
+  'came_jax.came (L2 taken as 256 KiB: blocks of 32 KiB)'
+  """
+  block = came_cpu.default_block_bytes(l2_bytes)
+  return f"came_jax.came (L2 taken as {l2_bytes // 1024} KiB: blocks of {block // 1024} KiB)"
+
+
+def with_chunk_sizes(
+  chunk_sizes: Sequence[int], l2_sizes: Sequence[int] = ()
+) -> dict[str, Callable[[], optax.GradientTransformation]]:
+  """:data:`JAX_OPTIMIZERS` and `came_jax.came` with each of these row-block sizes (`chunk_bytes`; 0: unblocked)
+  and with the block size it would pick on a core with each of these L2 sizes (`l2_sizes`, bytes)."""
   found = dict(JAX_OPTIMIZERS)
   for size in chunk_sizes:
     found[chunk_label(size)] = functools.partial(came_lib.came, 1e-3, weight_decay=0.01, chunk_bytes=size or None)
+  for l2 in l2_sizes:
+    block = came_cpu.default_block_bytes(l2)
+    found[l2_label(l2)] = functools.partial(came_lib.came, 1e-3, weight_decay=0.01, chunk_bytes=block)
   return found
+
+
+def cpu_name() -> str:
+  """The CPU's model name as Linux reports it (``/proc/cpuinfo``), or the platform's processor string."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+  """The device, and on a CPU its model, core count and L2 cache per core (as the CAME kernel reads it)."""
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    return device.device_kind
+  return (
+    f"CPU: {cpu_name()}, {os.cpu_count()} cores, L2 {came_cpu.l2_cache_bytes() // 1024} KiB per core "
+    f"(came_jax.came's default blocks: {came_cpu.default_block_bytes() // 1024} KiB)"
+  )
 
 
 class JaxRunner:
@@ -153,8 +197,9 @@ def bench_model(
   base = median.get("optax.adamw")
   lines = [
     f"### {label}: {shapes.num_params(param_shapes) / 1e6:.1f}M params, "
-    f"{len(jax.tree.leaves(param_shapes))} tensors, {jax.devices()[0].device_kind}, "
-    f"median of {steps} steps after {warmup} warm-up",
+    f"{len(jax.tree.leaves(param_shapes))} tensors, median of {steps} steps after {warmup} warm-up",
+    "",
+    machine_line(),
     "",
     "| optimizer | step (ms) | min (ms) | vs optax.adamw | state bytes / param bytes |",
     "|---|---:|---:|---:|---:|",

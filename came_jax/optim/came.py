@@ -57,6 +57,13 @@ its own injected form at rtol 1e-5 cannot exist; the injected form is what the t
 Statistics are always fp32 (gradients are upcast); the updates come back in each gradient's dtype. The momentum may
 be stored in bf16 or as block-wise 8-bit codes (:mod:`came_jax.optim.quantization`) to halve or quarter the state.
 
+**What runs where.** :func:`reference_update` is the math above in plain ``jnp``, one leaf at a time, as
+``came-pytorch`` computes it. It runs everywhere but on the one case it is slow: on a single-device CPU backend
+(``chunk_bytes="auto"``), a matrix larger than a block of rows sized from the core's L2 cache goes through the
+blocked kernel of :mod:`came_jax.optim.came_cpu` instead: the same numbers in 7 passes over memory, AdamW's count.
+GPUs, TPUs and sharded meshes always take the reference, which their compilers fuse (blocking a sharded row axis
+would gather it); so do vectors, tensors of rank 3 and more, and matrices that fit in one block.
+
 References:
   Luo et al, `CAME: Confidence-guided Adaptive Memory Efficient Optimization
   <https://arxiv.org/abs/2307.02047>`_, ACL 2023.
@@ -73,7 +80,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from came_jax.optim import partition, quantization, rounding
+from came_jax.optim import came_cpu, partition, quantization, rounding
 
 FactoringPolicy = Literal["last_two", "largest_two"]
 MomentumDtype = Literal["float32", "bfloat16", "int8"]
@@ -112,9 +119,10 @@ class _Layout:
 
 
 class _Coefficients(NamedTuple):
-  """One step's scalars: the betas, their complements (float32, see the module docstring), and the factors the
-  bias correction puts on the rsqrt of the (column or full) second moment, on the momentum, and on the rsqrt of the
-  column instability: sqrt(1 - β2ᵗ), 1 / (1 - β1ᵗ), sqrt(1 - β3ᵗ); ones without it."""
+  """One step's scalars: the betas, their complements (float32, see the module docstring), the epsilons and the
+  clipping threshold, and the factors the bias correction puts on the rsqrt of the (column or full) second
+  moment, on the momentum, and on the rsqrt of the column instability: sqrt(1 - β2ᵗ), 1 / (1 - β1ᵗ),
+  sqrt(1 - β3ᵗ); ones without it."""
 
   b1: jax.Array
   b2: jax.Array
@@ -122,6 +130,9 @@ class _Coefficients(NamedTuple):
   c1: jax.Array
   c2: jax.Array
   c3: jax.Array
+  eps1: Any
+  eps2: Any
+  clip_threshold: Any
   v_scale: jax.Array
   mu_scale: jax.Array
   r_scale: jax.Array
@@ -172,11 +183,61 @@ def _factored_rsqrt(row: jax.Array, col: jax.Array, axes: tuple[int, int]) -> ja
   return jnp.expand_dims(_mean_preserving_rsqrt(row, a), b) * jnp.expand_dims(jax.lax.rsqrt(col), a)
 
 
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
 def _rms(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
+def reference_update(
+  k: _Coefficients,
+  g: jax.Array,
+  mu: Any,
+  v_row: jax.Array,
+  v_col: jax.Array,
+  v: jax.Array,
+  r_row: jax.Array,
+  r_col: jax.Array,
+  *,
+  axes: Optional[tuple[int, int]],
+  load_mu: Callable[[Any], jax.Array],
+  store_mu: Callable[[jax.Array, Any], Any],
+) -> _LeafUpdate:
+  """One leaf's CAME update, the math of the module docstring in plain ``jnp`` (what ``came-pytorch`` computes).
+
+  Args:
+    k: the step's coefficients.
+    g: the gradient, any float dtype and rank.
+    mu: the momentum as stored (fp32, bf16 or 8-bit codes).
+    v_row, v_col, v, r_row, r_col: the leaf's statistics (placeholders for those its layout does not use).
+    axes: the (row, col) axes the second moment is factored over, or None for a full second moment.
+    load_mu: the stored momentum -> fp32.
+    store_mu: (fp32 momentum, flat index of its first element) -> the momentum as stored (rounding included).
+
+  Returns:
+    The step in g's dtype and the leaf's new state.
+  """
+  grad = g.astype(jnp.float32)
+  if axes is None:
+    v = k.b2 * v + k.c2 * (jnp.square(grad) + k.eps1)
+    u = grad * (jax.lax.rsqrt(v) * k.v_scale)
+    u = u / jnp.maximum(1.0, _rms(u) / k.clip_threshold)
+    mu = store_mu(k.b1 * load_mu(mu) + k.c1 * u, 0)
+    step = load_mu(mu) * k.mu_scale
+  else:
+    a, b = axes
+    grad_sq = jnp.square(grad)
+    v_row = k.b2 * v_row + k.c2 * (jnp.mean(grad_sq, axis=b) + k.eps1)
+    v_col = k.b2 * v_col + k.c2 * (jnp.mean(grad_sq, axis=a) + k.eps1)
+    row_factor = _mean_preserving_rsqrt(v_row, a)
+    col_factor = jax.lax.rsqrt(v_col) * k.v_scale
+    u = grad * jnp.expand_dims(row_factor, b) * jnp.expand_dims(col_factor, a)
+    u = u / jnp.maximum(1.0, _rms(u) / k.clip_threshold)
+    # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
+    mu = store_mu(k.b1 * load_mu(mu) + k.c1 * u, 0)
+    res = jnp.square(u - load_mu(mu)) + k.eps2
+    r_row = k.b3 * r_row + k.c3 * jnp.mean(res, axis=b)
+    r_col = k.b3 * r_col + k.c3 * jnp.mean(res, axis=a)
+    step = load_mu(mu) * _factored_rsqrt(r_row, r_col, axes) * (k.mu_scale * k.r_scale)
+  return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v, r_row=r_row, r_col=r_col)
 
 
 def scale_by_came(
@@ -215,12 +276,14 @@ def scale_by_came(
     quantization_block_size: block length for ``"int8"`` momentum; default 256.
     min_quantized_size: leaves with fewer elements (and scalars) keep fp32 momentum under ``"int8"``; default
       4096.
-    chunk_bytes: matrices larger than this many fp32 bytes are processed in blocks of whole rows, each pass
-      over a block running while it is in cache, with no full-size temporaries (on XLA:CPU a full-size
-      temporary is a fresh allocation, page-faulted in on every step). ``None`` never chunks; ``"auto"``
-      chunks at 2 MiB on a single-device CPU backend and never elsewhere (GPU/TPU compilers fuse the passes
-      themselves, and chunking a sharded row axis would gather it). Numerics are the same either way, up to
-      the order of float32 sums.
+    chunk_bytes: 2-D factored matrices larger than this many fp32 bytes go through the CPU kernel
+      (:mod:`came_jax.optim.came_cpu`) in blocks of whole rows of about this size, each block's work done while
+      it is in cache, in 7 passes over memory and no full-size temporaries; every other leaf takes
+      :func:`reference_update`. ``None`` never blocks; ``"auto"`` blocks on a single-device CPU backend, at
+      an eighth of the core's L2 cache, at most 96 KiB (the L2 size is read from the machine,
+      ``$CAME_JAX_L2_BYTES`` overrides it: :func:`came_jax.optim.came_cpu.default_block_bytes`), and never
+      elsewhere (GPU/TPU compilers fuse the reference themselves, and blocking a sharded row axis would gather
+      it). Numerics are the same either way, up to the order of float32 sums.
     bias_correction: divide the momentum, the column (and full) second moment and the column instability by
       ``1 - βᵗ`` (see the module docstring); ``False`` is the reference.
 
@@ -262,18 +325,16 @@ def scale_by_came(
     raise ValueError(f"CAME: `bias_correction` must be True or False, got {bias_correction!r}")
 
   if chunk_bytes == "auto":
-    chunk_bytes = 1 << 21 if jax.default_backend() == "cpu" and jax.device_count() == 1 else None
+    single_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+    chunk_bytes = came_cpu.default_block_bytes() if single_cpu else None
   if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or isinstance(chunk_bytes, bool) or chunk_bytes < 1):
     raise ValueError(f"CAME: `chunk_bytes` must be a positive integer, None or 'auto', got {chunk_bytes!r}")
 
-  def rows_per_chunk(shape: tuple[int, ...]) -> int:
-    """Rows per block of a matrix: the largest divisor of its row count whose block fits in chunk_bytes."""
-    rows, cols = shape
-    if chunk_bytes is None or rows * cols * 4 <= chunk_bytes:
-      return rows
-    fit = max(1, chunk_bytes // (cols * 4))
-    best = max(d for d in range(1, min(rows, fit) + 1) if rows % d == 0)
-    return best if best >= 8 else rows  # no useful divisor: one block
+  def block_rows(lay: _Layout, shape: tuple[int, ...]) -> Optional[int]:
+    """Rows per block of the CPU kernel for this leaf, or None: the reference update."""
+    if chunk_bytes is None or lay.axes != (0, 1) or len(shape) != 2:
+      return None
+    return came_cpu.block_rows(shape, chunk_bytes)
 
   def layout(shape: tuple[int, ...]) -> _Layout:
     size = 1
@@ -282,12 +343,13 @@ def scale_by_came(
     quantized = momentum_dtype == "int8" and len(shape) >= 1 and size >= min_quantized_size
     return _Layout(_factored_axes(shape, factoring, min_dim_size_to_factor), quantized)
 
-  def store_mu(mu: jax.Array, lay: _Layout, dither: Callable[[tuple[int, ...]], jax.Array]):
-    """The momentum in its storage format. `dither(shape)` gives the random bits for bf16 rounding."""
+  def store_mu(mu: jax.Array, first_index, lay: _Layout, dither: Callable[[tuple[int, ...], Any], jax.Array]):
+    """The momentum (or a block of whole rows of it, whose first element has flat index `first_index`) in its
+    storage format. `dither(shape, first_index)` gives the random bits for bf16 rounding."""
     if lay.quantized:
       return quantization.quantize(mu, quantization_block_size)
     if momentum_dtype == "bfloat16":
-      return rounding.to_bfloat16(mu, dither(mu.shape))
+      return rounding.to_bfloat16(mu, dither(mu.shape, first_index))
     return mu
 
   def load_mu(mu, lay: _Layout) -> jax.Array:
@@ -362,107 +424,21 @@ def scale_by_came(
       corrections = dict(v_scale=jnp.sqrt(c2), mu_scale=1.0 / c1, r_scale=jnp.sqrt(c3))
     else:
       corrections = dict(v_scale=one, mu_scale=one, r_scale=one)
-    return _Coefficients(*b, *(1.0 - x for x in b), **corrections)
+    return _Coefficients(*b, *(1.0 - x for x in b), eps1=eps1, eps2=eps2, clip_threshold=clip_threshold, **corrections)
 
   def update_leaf(k, count, path, g, mu, v_row, v_col, v, r_row, r_col) -> _LeafUpdate:
     lay = layout(tuple(g.shape))
     salt = zlib.crc32(jax.tree_util.keystr(path).encode())
-    dither = lambda shape, first=0: rounding.random_bits(shape, first, count, salt)  # noqa: E731
-    if lay.axes is None:
-      grad = g.astype(jnp.float32)
-      v = k.b2 * v + k.c2 * (jnp.square(grad) + eps1)
-      u = grad * (jax.lax.rsqrt(v) * k.v_scale)
-      mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u / jnp.maximum(1.0, _rms(u) / clip_threshold), lay, dither)
-      return _LeafUpdate(
-        step=(load_mu(mu, lay) * k.mu_scale).astype(g.dtype),
-        mu=mu,
-        v_row=v_row,
-        v_col=v_col,
-        v=v,
-        r_row=r_row,
-        r_col=r_col,
-      )
-
-    if g.ndim == 2:
-      return update_matrix(k, g, mu, v_row, v_col, v, r_row, r_col, lay, rows_per_chunk(g.shape), dither)
-    a, b = lay.axes
-    grad = g.astype(jnp.float32)
-    grad_sq = jnp.square(grad)
-    v_row = k.b2 * v_row + k.c2 * (jnp.mean(grad_sq, axis=b) + eps1)
-    v_col = k.b2 * v_col + k.c2 * (jnp.mean(grad_sq, axis=a) + eps1)
-    row_factor = _mean_preserving_rsqrt(v_row, a)
-    col_factor = jax.lax.rsqrt(v_col) * k.v_scale
-    u = grad * jnp.expand_dims(row_factor, b) * jnp.expand_dims(col_factor, a)
-    u = u / jnp.maximum(1.0, _rms(u) / clip_threshold)
-    # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-    mu = store_mu(k.b1 * load_mu(mu, lay) + k.c1 * u, lay, dither)
-    res = jnp.square(u - load_mu(mu, lay)) + eps2
-    r_row = k.b3 * r_row + k.c3 * jnp.mean(res, axis=b)
-    r_col = k.b3 * r_col + k.c3 * jnp.mean(res, axis=a)
-    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, lay.axes) * (k.mu_scale * k.r_scale)
-    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v, r_row=r_row, r_col=r_col)
-
-  def update_matrix(k, g, mu, v_row, v_col, v, r_row, r_col, lay, chunk, dither) -> _LeafUpdate:
-    """A factored [rows, cols] leaf, in blocks of `chunk` whole rows (one block when it fits in cache).
-
-    Three passes over the blocks, each needing a statistic of the whole matrix from the one before: (1) row
-    and column means of g²; (2) the RMS of the preconditioned update, Σ_i r_i² Σ_j g²_ij c_j², as a matrix-
-    vector product (the update is never written out); (3) the new momentum, written in place, and the row and
-    column means of the instability. The step itself is left as an elementwise expression of the new momentum,
-    for XLA to fuse into the caller's parameter update. Column sums are vector-matrix products: XLA:CPU reads
-    a row-major block faster that way than with a strided reduction.
-    """
-    rows, cols = g.shape
-    starts = jnp.arange(0, rows, chunk)
-    block = lambda x, i: jax.tree.map(lambda y: jax.lax.dynamic_slice_in_dim(y, i, chunk, 0), x)  # noqa: E731
-    column_sum = lambda x: jnp.dot(jnp.ones((chunk,), x.dtype), x, precision=_HIGHEST)  # noqa: E731
-
-    def grad_sq_stats(col_sum, i):
-      sq = jnp.square(block(g, i).astype(jnp.float32))
-      return col_sum + column_sum(sq), jnp.mean(sq, axis=1)
-
-    col_sum, row_means = jax.lax.scan(grad_sq_stats, jnp.zeros((cols,), jnp.float32), starts)
-    v_row = k.b2 * v_row + k.c2 * (row_means.reshape(rows) + eps1)
-    v_col = k.b2 * v_col + k.c2 * (col_sum / rows + eps1)
-    row_factor = _mean_preserving_rsqrt(v_row, 0)
-    col_factor = jax.lax.rsqrt(v_col) * k.v_scale
-
-    def sum_u_sq(total, i):
-      sq = jnp.square(block(g, i).astype(jnp.float32))
-      per_row = jnp.dot(sq, jnp.square(col_factor), precision=_HIGHEST)
-      return total + jnp.dot(per_row, jnp.square(block(row_factor, i)), precision=_HIGHEST), None
-
-    u_sq_sum, _ = jax.lax.scan(sum_u_sq, jnp.zeros([], jnp.float32), starts)
-    # û = g · (r' ⊗ c): the clipping is folded into the row factor.
-    row_factor = row_factor / jnp.maximum(1.0, jnp.sqrt(u_sq_sum / g.size) / clip_threshold)
-
-    # A bf16 momentum travels through the loop as its uint16 bits: XLA would otherwise rewrite the in-place
-    # bf16 write of each block into a float32 round trip of the whole matrix on every iteration.
-    as_bits = momentum_dtype == "bfloat16" and not lay.quantized
-    to_carry = lambda x: jax.lax.bitcast_convert_type(x, jnp.uint16) if as_bits else x  # noqa: E731
-    from_carry = lambda x: jax.lax.bitcast_convert_type(x, jnp.bfloat16) if as_bits else x  # noqa: E731
-
-    def momentum_and_instability(carry, i):
-      mu_all, col_sum = carry
-      u = block(g, i).astype(jnp.float32) * block(row_factor, i)[:, None] * col_factor
-      # The momentum as stored (bf16 or 8-bit rounding included) is what the rest of the step uses.
-      stored = store_mu(
-        k.b1 * load_mu(from_carry(block(mu_all, i)), lay) + k.c1 * u, lay, lambda shape: dither(shape, i * cols)
-      )
-      mu_all = jax.tree.map(lambda y, x: jax.lax.dynamic_update_slice_in_dim(y, x, i, 0), mu_all, to_carry(stored))
-      # Read back from the updated matrix: nothing reads the old block after the in-place write, which would
-      # otherwise make XLA copy the whole matrix on every iteration.
-      res = jnp.square(u - load_mu(from_carry(block(mu_all, i)), lay)) + eps2
-      return (mu_all, col_sum + column_sum(res)), jnp.mean(res, axis=1)
-
-    (mu, res_col_sum), res_row_means = jax.lax.scan(
-      momentum_and_instability, (to_carry(mu), jnp.zeros((cols,), jnp.float32)), starts
+    dither = lambda shape, first: rounding.random_bits(shape, first, count, salt)  # noqa: E731
+    load = lambda x: load_mu(x, lay)  # noqa: E731
+    store = lambda x, first: store_mu(x, first, lay, dither)  # noqa: E731
+    rows = block_rows(lay, tuple(g.shape))
+    if rows is None:
+      return reference_update(k, g, mu, v_row, v_col, v, r_row, r_col, axes=lay.axes, load_mu=load, store_mu=store)
+    step, mu, v_row, v_col, r_row, r_col = came_cpu.blocked_update(
+      k, g, mu, v_row, v_col, r_row, r_col, rows=rows, load_mu=load, store_mu=store
     )
-    mu = from_carry(mu)
-    r_row = k.b3 * r_row + k.c3 * res_row_means.reshape(rows)
-    r_col = k.b3 * r_col + k.c3 * (res_col_sum / rows)
-    step = load_mu(mu, lay) * _factored_rsqrt(r_row, r_col, (0, 1)) * (k.mu_scale * k.r_scale)
-    return _LeafUpdate(step=step.astype(g.dtype), mu=mu, v_row=v_row, v_col=v_col, v=v, r_row=r_row, r_col=r_col)
+    return _LeafUpdate(step=step, mu=mu, v_row=v_row, v_col=v_col, v=v, r_row=r_row, r_col=r_col)
 
   def update_fn(updates, state, params=None):
     del params

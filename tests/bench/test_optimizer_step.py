@@ -29,3 +29,19 @@ def test_chunk_sizes_add_blocked_cames():
   for label in ("came_jax.came (unblocked)", "came_jax.came (blocks of 2 KiB)"):
     runner = optimizer_step.JaxRunner(found[label](), params, grads)
     assert runner() > 0
+
+
+def test_l2_sizes_add_cames_with_the_blocks_they_pick():
+  found = optimizer_step.with_chunk_sizes([], [262144])
+  label = "came_jax.came (L2 taken as 256 KiB: blocks of 32 KiB)"
+  assert set(found) == set(optimizer_step.JAX_OPTIMIZERS) | {label}
+  params = {"w": jnp.ones((256, 64))}  # 64 KiB: two blocks of 32 KiB
+  runner = optimizer_step.JaxRunner(found[label](), params, {"w": jnp.full((256, 64), 0.1)})
+  assert runner() > 0
+  assert float(runner.params["w"][0, 0]) < 1.0
+
+
+def test_machine_line_names_the_cpu_and_its_cache():
+  line = optimizer_step.machine_line()
+  assert line.startswith("CPU: ") and "L2" in line and "KiB" in line
+  assert optimizer_step.cpu_name()

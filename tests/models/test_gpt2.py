@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from came_jax import models
-from came_jax.models import gpt2
+from came_jax.models import gpt2, layers
 
 V, T, B = 97, 16, 2
 
@@ -88,12 +88,63 @@ def test_presets_and_flops():
 
 
 @pytest.mark.parametrize("is_causal", [False, True])
-def test_attention_dropout_path_matches_fused_attention(is_causal):
-  """The explicit softmax used under attention dropout equals jax.nn.dot_product_attention when nothing drops."""
-  from came_jax.models import layers
-
+def test_attention_written_out_matches_jax_dot_product_attention(is_causal):
+  """Our attention (XLA path, and the same with dropout that drops nothing) equals jax.nn.dot_product_attention,
+  values and gradients."""
   q, k, v = jax.random.normal(jax.random.key(0), (3, B, T, 4, 8))
   mask = layers.padding_mask(jnp.ones((B, T), jnp.int32).at[0, -3:].set(0))
-  fused = layers.attention(q, k, v, mask=mask, is_causal=is_causal)
-  explicit = layers.attention(q, k, v, mask=mask, is_causal=is_causal, dropout_rate=1e-9, dropout_rng=jax.random.key(1))
-  np.testing.assert_allclose(explicit, fused, rtol=1e-5, atol=1e-6)
+  reference = functools.partial(jax.nn.dot_product_attention, mask=mask, is_causal=is_causal)
+  ours = functools.partial(layers.attention, mask=mask, is_causal=is_causal)
+  with_dropout = functools.partial(ours, dropout_rate=1e-9, dropout_rng=jax.random.key(1))
+  for fn in (ours, with_dropout):
+    np.testing.assert_allclose(fn(q, k, v), reference(q, k, v), rtol=1e-5, atol=1e-6)
+  cotangent = jax.random.normal(jax.random.key(2), q.shape)
+  grads = lambda fn: jax.grad(lambda *a: (fn(*a) * cotangent).sum(), argnums=(0, 1, 2))(q, k, v)  # noqa: E731
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5), grads(ours), grads(reference))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_tied_logits_matches_the_plain_einsum(dtype):
+  """The tied projection's written-out gradient equals autodiff of ``einsum("...d,vd->...v")`` (bf16: both round
+  alike; compared with the float32 gradient)."""
+  x = jax.random.normal(jax.random.key(0), (B, T, 8))
+  embedding = jax.random.normal(jax.random.key(1), (V, 8))
+  cotangent = jax.random.normal(jax.random.key(2), (B, T, V))
+
+  def plain(dtype):
+    return lambda x, e: jnp.einsum(
+      "...d,vd->...v", x.astype(dtype), e.astype(dtype), preferred_element_type=jnp.float32
+    )
+
+  ours = functools.partial(layers.tied_logits, dtype=dtype)
+  assert ours(x, embedding).dtype == jnp.float32
+  np.testing.assert_array_equal(ours(x, embedding), plain(dtype)(x, embedding))
+  grads = lambda fn: jax.grad(lambda *a: (fn(*a) * cotangent).sum(), argnums=(0, 1))(x, embedding)  # noqa: E731
+  exact = grads(plain(jnp.float32))
+  for g, ref, f32 in zip(grads(ours), grads(plain(dtype)), exact):
+    assert g.dtype == ref.dtype == jnp.float32
+    if dtype == jnp.float32:
+      np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5)
+    else:
+      err, ref_err = (float(jnp.abs(a - f32).max() / jnp.abs(f32).max()) for a in (g, ref))
+      assert err < 1e-2 and err <= 1.5 * ref_err, (err, ref_err)
+
+
+def test_softmax_cross_entropy_matches_optax_values_and_gradients():
+  logits = 5 * jax.random.normal(jax.random.key(0), (B, T, V))
+  labels = jax.random.randint(jax.random.key(1), (B, T), 0, V)
+  weights = jax.random.uniform(jax.random.key(2), (B, T))
+  np.testing.assert_allclose(
+    layers.softmax_cross_entropy(logits, labels),
+    optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+    rtol=1e-6,
+    atol=1e-5,
+  )
+  loss = lambda ce: lambda x: (ce(x, labels) * weights).sum()  # noqa: E731
+  ours = jax.grad(loss(layers.softmax_cross_entropy))(logits)
+  np.testing.assert_allclose(ours, jax.grad(loss(optax.softmax_cross_entropy_with_integer_labels))(logits), atol=1e-6)
+  # and inside weighted_cross_entropy: labels of weight-0 slots (here -100) are ignored, their gradient is 0
+  masked = labels.at[0, :3].set(-100)
+  w = weights.at[0, :3].set(0.0)
+  g = jax.grad(lambda x: layers.weighted_cross_entropy(x, masked, w)[0])(logits)
+  assert np.isfinite(g).all() and (g[0, :3] == 0).all()

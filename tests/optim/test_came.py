@@ -263,7 +263,7 @@ def test_weight_decay_mask():
 # --- Bias correction ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("chunk_bytes", [None, 2048])  # 2048: blocks of 8 rows
+@pytest.mark.parametrize("chunk_bytes", [None, 2048])  # 2048: 6 blocks of 10 rows and a tail of 4
 def test_bias_corrected_update_is_on_adams_scale_from_the_first_step(chunk_bytes):
   """Fed the same small noisy gradients as optax.adam(b1=0.9, b2=0.999) (came_jax/bench/startup_spike.py)."""
   ratios = startup_spike.ratios([1, 10, 100, 300], chunk_bytes=chunk_bytes)["came_bc"]
@@ -343,24 +343,6 @@ def test_state_bytes(momentum_dtype, max_ratio):
   state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   assert state_bytes <= max_ratio * param_bytes
-
-
-@pytest.mark.parametrize("bias_correction", [False, True])
-@pytest.mark.parametrize("momentum_dtype", ["float32", "bfloat16", "int8"])
-def test_chunked_matrices_match_whole_matrices(momentum_dtype, bias_correction):
-  rng = np.random.default_rng(4)
-  params = {"w": jnp.asarray(rng.normal(size=(96, 64)), jnp.float32)}
-  kwargs = dict(momentum_dtype=momentum_dtype, min_quantized_size=64, bias_correction=bias_correction)
-  whole = came_jax.came(1e-2, **kwargs, chunk_bytes=None)
-  chunked = came_jax.came(1e-2, **kwargs, chunk_bytes=4096)
-  s1, s2 = whole.init(params), chunked.init(params)
-  for _ in range(5):
-    grads = {"w": jnp.asarray(rng.normal(size=(96, 64)), jnp.float32)}
-    u1, s1 = jax.jit(whole.update)(grads, s1, params)
-    u2, s2 = jax.jit(chunked.update)(grads, s2, params)
-    # Same math; float32 sums are taken in another order (and 8-bit codes may round the other way).
-    tol = 1e-5 if momentum_dtype == "float32" else 2e-2
-    np.testing.assert_allclose(u2["w"], u1["w"], rtol=tol, atol=tol * float(jnp.max(jnp.abs(u1["w"]))))
 
 
 # --- Bad input ----------------------------------------------------------------------------------------------------

@@ -22,7 +22,11 @@ SHAPES = {
   "col": (9, 1),
   "rank3": (3, 4, 5),
   "rank4": (2, 3, 4, 6),
-  "tall": (32, 24),  # split into 4 blocks of 8 rows when chunk_bytes=768
+  # With chunk_bytes=768 the CPU kernel (came_jax/optim/came_cpu.py) takes these three, the others stay with the
+  # reference update:
+  "tall": (32, 24),  # 4 blocks of 8 rows
+  "odd": (37, 24),  # 4 blocks of 8 rows and a tail block of 5
+  "wide": (3, 300),  # a row is larger than a block: 3 blocks of one row
 }
 NUM_STEPS = 60
 
@@ -47,7 +51,7 @@ def _max_rel_error(ours: np.ndarray, ref: np.ndarray, scale: float = 0.0) -> flo
     (5e-3, (0.95, 0.9, 0.99), 2.0, 0.01),  # loose clipping, fast instability EMA
   ],
 )
-@pytest.mark.parametrize("chunk_bytes", [None, 768])
+@pytest.mark.parametrize("chunk_bytes", [None, 768], ids=["reference", "cpu kernel"])
 def test_matches_came_pytorch(lr, betas, clip_threshold, weight_decay, chunk_bytes):
   _compare(lr, betas, clip_threshold, weight_decay, chunk_bytes, torch_betas=_as_float32(betas), tol=1e-5)
 
