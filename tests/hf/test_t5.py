@@ -14,41 +14,9 @@ from safetensors.numpy import load_file
 
 from came_jax.hf import t5 as hf_t5
 from came_jax.models import t5
-
-# Small but exercising everything: unequal encoder/decoder depth, log-spaced position buckets (sequences longer
-# than max_distance), d_model != num_heads * d_kv.
-CFG = t5.Config(
-  vocab_size=96,
-  d_model=32,
-  d_kv=12,
-  d_ff=48,
-  num_layers=2,
-  num_decoder_layers=3,
-  num_heads=4,
-  relative_attention_num_buckets=8,
-  relative_attention_max_distance=20,
-)
-B, TI, TO = 3, 26, 11
+from tests.models.test_t5 import CFG, _batch, _rel_err  # the model tests' config and span-corruption batch
 
 logits_fn = jax.jit(t5.logits_fn, static_argnames=("cfg", "train"))
-
-
-def _batch(cfg=CFG, seed=0):
-  """Span-corruption-shaped batch with encoder padding (rows 1, 2) and target padding (rows 0, 2)."""
-  rng = np.random.default_rng(seed)
-  input_ids = rng.integers(2, cfg.vocab_size, (B, TI))
-  input_ids[1, -6:] = cfg.pad_id
-  input_ids[2, -15:] = cfg.pad_id
-  labels = rng.integers(2, cfg.vocab_size, (B, TO))
-  weights = np.ones((B, TO), np.float32)
-  for row, n in ((0, 3), (2, 5)):
-    labels[row, -n:] = cfg.pad_id
-    weights[row, -n:] = 0.0
-  return {"input_ids": input_ids.astype(np.int32), "labels": labels.astype(np.int32), "weights": weights}
-
-
-def _rel_err(a, b):
-  return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
 
 def _hf_config(**overrides):
