@@ -270,3 +270,20 @@ def test_came_jax_imports_without_torch_and_never_imports_the_remote_code():
       elif isinstance(node, ast.ImportFrom):
         imported.add("." if node.level else node.module.split(".")[0])
     assert imported <= {"torch", "transformers", "functools", "math", "."}, imported
+
+
+def test_heads_reach_the_word_embeddings_through_the_encoder(tmp_path):
+  """get/set_input_embeddings come from the base model (`base_model_prefix = "encoder"`), for both heads."""
+  cfg = models.make_config("bert", "tiny", vocab_size=64)
+  mlm = jax.tree.map(np.asarray, bert.init_params(cfg, jax.random.key(0)))
+  clf = jax.tree.map(np.asarray, bert.init_classifier_params(cfg, jax.random.key(1)))
+  for params, auto in (
+    (mlm, transformers.AutoModelForMaskedLM),
+    (clf, transformers.AutoModelForSequenceClassification),
+  ):
+    out = export.export("bert", params, cfg, tmp_path / auto.__name__)
+    model = auto.from_pretrained(out, trust_remote_code=True)
+    assert model.get_input_embeddings() is model.encoder.embeddings.word_embeddings
+    replacement = torch.nn.Embedding(64, cfg.hidden_dim)
+    model.set_input_embeddings(replacement)
+    assert model.encoder.embeddings.word_embeddings is replacement

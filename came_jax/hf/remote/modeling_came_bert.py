@@ -233,12 +233,6 @@ class CameBertForMaskedLM(CameBertPreTrainedModel):
     self.decoder_bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.decoder_bias else None
     self.post_init()
 
-  def get_input_embeddings(self) -> nn.Embedding:
-    return self.encoder.embeddings.word_embeddings
-
-  def set_input_embeddings(self, value: nn.Embedding) -> None:
-    self.encoder.embeddings.word_embeddings = value
-
   def forward(
     self,
     input_ids: torch.Tensor,
@@ -271,12 +265,6 @@ class CameBertForSequenceClassification(CameBertPreTrainedModel):
     self.dropout = nn.Dropout(config.dropout_rate)
     self.classifier = nn.Linear(config.hidden_dim, config.num_labels)
     self.post_init()
-
-  def get_input_embeddings(self) -> nn.Embedding:
-    return self.encoder.embeddings.word_embeddings
-
-  def set_input_embeddings(self, value: nn.Embedding) -> None:
-    self.encoder.embeddings.word_embeddings = value
 
   def forward(
     self,
