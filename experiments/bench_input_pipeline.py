@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.data import throughput
 from came_jax.train import input_pipeline
 
@@ -47,4 +48,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,6 +16,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.compare import bf16_params
 
 FLAGS = flags.FLAGS
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -20,9 +20,10 @@ import logging
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.compare import glue
 
 FLAGS = flags.FLAGS
@@ -44,4 +45,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Directory for the fine-tuning runs (one folder per optimizer and rate).")
   flags.DEFINE_string("out", "", "Results folder; default experiments/results/<config.name>.")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

@@ -42,9 +42,10 @@ import os
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.compare import pretraining
 
 FLAGS = flags.FLAGS
@@ -72,4 +73,4 @@ if __name__ == "__main__":
     "jax_cache", "", "Persistent compilation cache folder; default WORKDIR/jax_cache, 'none' to disable."
   )
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run(main)

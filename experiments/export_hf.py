@@ -16,7 +16,7 @@ See came_jax/export.py.
 
 from absl import app, flags, logging
 
-from came_jax import export
+from came_jax import cli, export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Pretraining run directory (experiments/pretrain.py --workdir).")
@@ -39,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,6 +12,7 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.glue import finetune
 
 FLAGS = flags.FLAGS
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -17,6 +17,7 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.compare import momentum_precision
 
 FLAGS = flags.FLAGS
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -11,6 +11,7 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from came_jax import cli
 from came_jax.train import trainer
 
 FLAGS = flags.FLAGS
@@ -30,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -129,9 +129,17 @@ def tokenize_source(
   tmp = folder.parent / f".{key}.{os.getpid()}.tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   tmp.mkdir()
-  np.save(tmp / "tokens.npy", tokens)
-  np.save(tmp / "offsets.npy", offsets)
-  (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+  try:
+    np.save(tmp / "tokens.npy", tokens)
+    np.save(tmp / "offsets.npy", offsets)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+  except OSError as e:  # a full disk, a quota: numpy's message ("N requested and M written") names neither
+    shutil.rmtree(tmp, ignore_errors=True)
+    need = tokens.nbytes + offsets.nbytes
+    raise OSError(
+      f"could not write the token cache ({need / 2**20:.1f} MiB) in {folder.parent}: {e}. Is the disk full? "
+      "config.data.cache_dir sets where it goes."
+    ) from e
   try:
     os.replace(tmp, folder)
   except OSError:  # another process wrote the same cache first

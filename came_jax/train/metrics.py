@@ -87,9 +87,15 @@ def compile_count() -> int:
 class MetricWriter:
   """Writes scalar rows to `WORKDIR/metrics.jsonl` and TensorBoard (`WORKDIR/tensorboard`)."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: Optional[int] = None):
+    """`resume_step`: the step a run resumes from (0 for a fresh start). Rows logged past it by an earlier,
+    interrupted process belong to a timeline that no longer exists: they are dropped from `metrics.jsonl` (and
+    TensorBoard purges its events past it), so every step appears once and the file reads as one timeline."""
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None:
+      truncate_rows(path, resume_step)
+    self._jsonl = open(path, "a", buffering=1)
     self._tb = None
     if tensorboard:
       try:
@@ -100,7 +106,8 @@ class MetricWriter:
           "metrics.jsonl still has every row."
         )
       else:
-        self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
+        purge = None if resume_step is None else resume_step + 1
+        self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=purge)
 
   def write(self, step: int, row: dict[str, Any], prefix: str = "train") -> None:
     row = {"step": int(step), "split": prefix, **row}
@@ -152,6 +159,36 @@ def read_rows(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     row.setdefault("split", "train" if "tokens_per_sec" in row else "heldout")
     rows.append(row)
   return rows
+
+
+def truncate_rows(path: str | os.PathLike, last_step: int) -> int:
+  """Drops the rows of `path` (a `metrics.jsonl`) whose step is past `last_step`, atomically; returns how many.
+
+  A line that does not parse (a process killed mid-write) is dropped too.
+
+  >>> import tempfile
+  >>> path = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+  >>> _ = pathlib.Path(path).write_text('{"step": 10}\\n{"step": 20}\\n{"step": 30}\\n{"ste')
+  >>> truncate_rows(path, 20), [json.loads(line)["step"] for line in open(path)]
+  (2, [10, 20])
+  """
+  if not os.path.exists(path):
+    return 0
+  kept, dropped = [], 0
+  for line in pathlib.Path(path).read_text().splitlines():
+    try:
+      keep = int(json.loads(line)["step"]) <= last_step
+    except (ValueError, KeyError, TypeError):
+      keep = False
+    if keep:
+      kept.append(line + "\n")
+    else:
+      dropped += 1
+  if dropped:
+    with open(f"{path}.tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(f"{path}.tmp", path)
+  return dropped
 
 
 class NullWriter:

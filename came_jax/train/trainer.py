@@ -21,6 +21,23 @@ Budget accounting (as cramming): the clock starts after data and model setup, so
 paused for evaluation and checkpointing. The host stays at most one step ahead of the device (after dispatching a
 step it reads the previous step's non-finite counter), so the budget is honoured within one step and a streak of
 non-finite gradients is noticed within one step.
+
+What a run on a shared cluster meets:
+
+- *One writer per workdir*: process 0 holds `WORKDIR/.lock` for the run's lifetime (`came_jax.train.lock`); a
+  second run in the same workdir is refused. The kernel drops the lock when the process dies, however it dies.
+- *Preemption*: on SIGTERM or SIGINT the step in flight finishes, a checkpoint is written, `summary.json` records
+  the signal as `stop_reason`, and `Interrupted` is raised (exit status 128 + the signal's number in the launcher);
+  a second signal ends the process at once (`came_jax.train.preemption`). The same command resumes, bitwise as after
+  an interval checkpoint.
+- *Damaged checkpoints*: every checkpoint carries checksums; a damaged one is moved aside and the newest intact one
+  restored, never silently step 0 (`came_jax.train.checkpoint`).
+- *Records*: re-running a finished run is a no-op that leaves `summary.json` as it was, unless `config.max_steps`
+  or `config.budget` grew; on resume, `metrics.jsonl` drops the rows past the restored step, so it reads as one
+  timeline.
+- *Non-finite values*: a step with non-finite gradients is skipped and counted; `config.max_consecutive_nonfinite`
+  in a row, or parameters that an update made non-finite, stop the run with `NonFiniteError` and a summary, and
+  nothing non-finite is ever checkpointed.
 """
 
 from __future__ import annotations
@@ -31,17 +48,20 @@ import json
 import logging
 import math
 import os
+import signal as signal_lib
 from typing import Any, Callable, Iterable, Optional
 
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 from came_jax import models, pretrained
 from came_jax.optim import registry
 from came_jax.train import budget as budget_lib
 from came_jax.train import checkpoint as ckpt_lib
-from came_jax.train import input_pipeline, schedules, sharding, validation
+from came_jax.train import input_pipeline, preemption, schedules, sharding, validation
+from came_jax.train import lock as lock_lib
 from came_jax.train import metrics as metrics_lib
 from came_jax.train import step as step_lib
 
@@ -49,7 +69,12 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteError(FloatingPointError):
-  """Too many consecutive non-finite gradients; the last good checkpoint is left as it was."""
+  """Too many consecutive non-finite gradients, or non-finite parameters; the last good checkpoint is left as it
+  was."""
+
+
+Interrupted = preemption.Interrupted
+FINISHED = ("max_steps", "budget")  # the stop reasons of a run that is done
 
 
 def evaluate(eval_fn: Callable, params, batches: Iterable[dict]) -> dict[str, float]:
@@ -81,7 +106,10 @@ def train_and_evaluate(
   Raises:
     ValueError: an invalid config value (naming its key), before anything is built or compiled.
     came_jax.train.checkpoint.IncompatibleWorkdirError: `workdir` holds a different run.
-    NonFiniteError: `config.max_consecutive_nonfinite` non-finite gradients in a row.
+    came_jax.train.lock.WorkdirBusyError: another live run holds `workdir`.
+    came_jax.train.checkpoint.DamagedCheckpointError: every checkpoint in `workdir` is damaged.
+    NonFiniteError: `config.max_consecutive_nonfinite` non-finite gradients in a row, or non-finite parameters.
+    Interrupted: a SIGTERM or SIGINT stopped the run (after a checkpoint).
   """
   sharding.initialize_distributed(config.distributed)  # before anything touches a device
   budget_s = budget_lib.parse_budget(config.budget)
@@ -89,19 +117,60 @@ def train_and_evaluate(
   model_cfg = validation.check(config, init)
   model = models.get(config.model.name)
   resuming = ckpt_lib.check_workdir(workdir, config)
-  log.info(
-    "%s %s:%s with %s in %s; budget %s%s.",
-    "Resuming" if resuming else "Starting",
-    config.model.name,
-    config.model.preset,
-    config.optimizer.name,
-    workdir,
-    budget_lib.format_seconds(budget_s),
-    f", max_steps {config.max_steps}" if config.max_steps else "",
-  )
   with contextlib.ExitStack() as cleanup:
+    if jax.process_index() == 0:
+      cleanup.enter_context(lock_lib.WorkdirLock(workdir))
+    done = finished_summary(workdir, config, budget_s) if resuming else None
+    if done is not None:
+      log.info(
+        "The run in %s is finished (%s at step %d, %s of the budget spent): nothing to do. Raise config.max_steps "
+        "or config.budget to extend it.",
+        workdir,
+        done["stop_reason"],
+        done["steps"],
+        budget_lib.format_seconds(done["elapsed_s"]),
+      )
+      return done
+    log.info(
+      "%s %s:%s with %s in %s; budget %s%s.",
+      "Resuming" if resuming else "Starting",
+      config.model.name,
+      config.model.preset,
+      config.optimizer.name,
+      workdir,
+      budget_lib.format_seconds(budget_s),
+      f", max_steps {config.max_steps}" if config.max_steps else "",
+    )
     run = _Run(config, workdir, model, model_cfg, budget_s, time_fn, cleanup, init)
     return run.train()
+
+
+def finished_summary(workdir: str, config: ml_collections.ConfigDict, budget_s: float) -> Optional[dict[str, Any]]:
+  """The summary of the finished run in `workdir`, or None when there is training left to do.
+
+  A run is finished when its `summary.json` says it stopped at `max_steps` or the budget, its newest checkpoint
+  is that summary's step, and neither `config.max_steps` nor `config.budget` leaves room for another step.
+  """
+  path = os.path.join(workdir, "summary.json")
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if summary.get("stop_reason") not in FINISHED or summary.get("steps") != _newest_checkpoint(workdir):
+    return None
+  more_steps = not config.max_steps or summary["steps"] < config.max_steps
+  more_time = summary.get("elapsed_s", 0.0) < budget_s
+  return None if more_steps and more_time else summary
+
+
+def _newest_checkpoint(workdir: str) -> Optional[int]:
+  """The highest step under `WORKDIR/checkpoints` (orbax's step directories), without opening any."""
+  try:
+    steps = [int(name) for name in os.listdir(os.path.join(workdir, "checkpoints")) if name.isdigit()]
+  except OSError:
+    return None
+  return max(steps, default=None)
 
 
 class _Run:
@@ -122,6 +191,16 @@ class _Run:
     processes = dict(process_index=self.process_index, process_count=self.process_count)
     self.train_iter = input_pipeline.make_train_iterator(config, tokenizer, **processes)
     cleanup.callback(self.train_iter.close)
+    rows = getattr(self.train_iter, "num_rows", None)
+    if rows is not None and rows * self.process_count < config.batch_size:
+      log.warning(
+        "The training data (%s) packs into %d rows of %d tokens, fewer than one step's batch of %d rows "
+        "(config.batch_size): every step repeats the same text. Use more data for a meaningful run.",
+        config.data.path,
+        rows * self.process_count,
+        self.seq_len,
+        config.batch_size,
+      )
     self.eval_batches = input_pipeline.make_eval_batches(config, tokenizer, **processes)
     local_shapes = self.train_iter.batch_shapes()
     shapes = {k: ((s[0] * self.process_count, *s[1:]), d) for k, (s, d) in local_shapes.items()}
@@ -156,8 +235,9 @@ class _Run:
     self.checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     cleanup.callback(self.checkpointer.close)
     elapsed, self.tokens_seen = 0.0, 0
-    if self.checkpointer.latest_step() is not None:
-      self.state, meta = self.checkpointer.restore(self.state)
+    restored = self.checkpointer.restore_latest(self.state)  # newest intact checkpoint; damaged ones moved aside
+    if restored is not None:
+      self.state, meta, _ = restored
       self.train_iter.set_state(meta["data_state"])
       elapsed, self.tokens_seen = float(meta["elapsed_s"]), int(meta["tokens_seen"])
       log.info("Restored step %d (%s of the budget spent).", meta["step"], budget_lib.format_seconds(elapsed))
@@ -176,8 +256,10 @@ class _Run:
       in_shardings=(param_shardings, self.eval_shardings),
       out_shardings=replicated,
     )
-    self.writer = (
-      metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard) if self.is_chief else metrics_lib.NullWriter()
+    self.writer = (  # rows past the restored step, from a process that died, are dropped
+      metrics_lib.MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=self.step)
+      if self.is_chief
+      else metrics_lib.NullWriter()
     )
     cleanup.callback(self.writer.close)
     self.clock = budget_lib.BudgetClock(budget_s, elapsed_s=elapsed, time_fn=time_fn)
@@ -250,14 +332,24 @@ class _Run:
     return result
 
   def check_finite(self, metrics) -> None:
-    consecutive = int(metrics["nonfinite_consecutive"])
+    """Raises `NonFiniteError` after `config.max_consecutive_nonfinite` non-finite gradients in a row, or when an
+    update left the parameters non-finite (no later step could bring them back). One host sync, on `metrics`'s
+    step."""
+    consecutive, param_norm = jax.device_get((metrics["nonfinite_consecutive"], metrics["param_norm"]))
     limit = self.config.max_consecutive_nonfinite
-    if consecutive >= limit:
-      raise NonFiniteError(
-        f"{consecutive} consecutive non-finite gradients (config.max_consecutive_nonfinite={limit}) by step "
-        f"{self.step}: stopping. The last good checkpoint (step {self.checkpointer.latest_step()}) in "
-        f"{self.checkpointer.directory} is left intact."
-      )
+    if np.isfinite(param_norm) and int(consecutive) < limit:
+      return
+    if int(consecutive) >= limit:
+      cause = f"{int(consecutive)} consecutive non-finite gradients (config.max_consecutive_nonfinite={limit})"
+    else:
+      cause = "non-finite parameters after an update whose gradients were finite (a lower learning rate may help)"
+    last = self.checkpointer.latest_step()
+    kept = (
+      f"The last good checkpoint (step {last}) in {self.checkpointer.directory} is left intact."
+      if last is not None
+      else "No checkpoint had been written: a rerun starts from step 0."
+    )
+    raise NonFiniteError(f"{cause} by step {self.step}: stopping. {kept}")
 
   def log(self, metrics, n_micro: int) -> dict[str, Any]:
     """Reads one step's metrics (a host sync), adds throughput and budget, writes and prints them."""
@@ -298,11 +390,55 @@ class _Run:
 
   # ---------------------------------------------------------------------------------------------- the loop
   def train(self) -> dict[str, Any]:
+    """The loop, then the final evaluation, checkpoint and summary; see the module docstring for how it stops."""
+    with preemption.StopSignals() as signals:
+      self._last_row: dict[str, Any] = {}
+      try:
+        stop_reason = self._loop(signals)
+      except NonFiniteError:
+        self.write_summary("nonfinite", self._last_row, {})
+        raise
+      log.info(
+        "Stopped at step %d (%s) after %s of the %s budget.",
+        self.step,
+        stop_reason,
+        budget_lib.format_seconds(self.clock.elapsed),
+        budget_lib.format_seconds(self.clock.budget_s),
+      )
+      if stop_reason not in FINISHED:  # a signal: checkpoint and go, no final evaluation (the grace period is short)
+        if self.checkpointer.latest_step() != self.step:
+          self.save(stop_reason)
+        self.write_summary(stop_reason, self._last_row, {})
+        raise Interrupted(
+          f"stopped by {stop_reason} at step {self.step}, checkpoint saved in {self.checkpointer.directory}; "
+          "run the same command to resume.",
+          signal_lib.Signals[stop_reason].value,
+        )
+      # The end (outside the budget). A signal from here on changes nothing but makes a second one fatal.
+      heldout = self.evaluate("final")
+      if self.checkpointer.latest_step() != self.step:
+        self.save("final")
+      return self.write_summary(stop_reason, self._last_row, heldout)
+
+  def _stop_signal(self, signals: preemption.StopSignals) -> Optional[int]:
+    """The signal to stop on, if any. One process acts on its own; several agree at each log step (where the host
+    syncs anyway), so that all stop after the same step, and each must have been sent the signal or see another's."""
+    if self.process_count == 1:
+      return signals.signum
+    if self.step % self.config.log_every_steps or self.step == self._agreed[0]:
+      return self._agreed[1]
+    received = multihost_utils.process_allgather(np.int32(signals.signum or 0))
+    self._agreed = (self.step, next((int(s) for s in np.ravel(received) if s), None))
+    return self._agreed[1]
+
+  def _loop(self, signals: preemption.StopSignals) -> str:
+    """Steps until `max_steps`, the budget or a signal; returns why it stopped, with the last step checked finite
+    and logged."""
     c, clock = self.config, self.clock
     at_max = lambda: bool(c.max_steps) and self.step >= c.max_steps
-    last_row: dict[str, Any] = {}
     pending, n_micro = None, 1  # the previous step's metrics, read once the next step is dispatched
     stop_reason = "max_steps"
+    self._agreed: tuple[int, Optional[int]] = (-1, None)  # (step, signal) the processes last agreed on
     self._since_elapsed, self._since_tokens = clock.elapsed, 0
     self._compiles0 = metrics_lib.compile_count()
     self._logs = 0
@@ -313,10 +449,14 @@ class _Run:
     clock.start()
     try:
       while True:
+        stop_signal = self._stop_signal(signals)  # first: with several processes, every one reaches it
         if at_max():
           break
         if clock.exhausted():
           stop_reason = "budget"
+          break
+        if stop_signal is not None:
+          stop_reason = signal_lib.Signals(stop_signal).name
           break
         progress = self.progress()
         n_micro = schedules.num_micro_batches(progress, self.max_micro, c.batch_ramp)
@@ -332,12 +472,13 @@ class _Run:
         pending = metrics
 
         if self.step % c.log_every_steps == 0:
-          last_row = self.log(metrics, n_micro)
-        if at_max() or clock.exhausted():
-          continue  # the final evaluation and checkpoint follow the loop
+          self._last_row = self.log(metrics, n_micro)
+        if self._stop_signal(signals) is not None or at_max() or clock.exhausted():
+          continue  # the final checkpoint follows the loop
         if (c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps) or (
           c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s
         ):
+          self.check_finite(metrics)
           if int(metrics["nonfinite_consecutive"]) == 0:  # never checkpoint inside a non-finite streak
             self.save("interval")
             last_ckpt = (self.step, clock.elapsed)
@@ -348,23 +489,11 @@ class _Run:
           last_eval = clock.elapsed
     finally:
       clock.stop()
-
-    # --- the end: last metrics, final evaluation and checkpoint (outside the budget)
-    if pending is not None:
+    if pending is not None:  # the last step: checked (nothing non-finite is checkpointed) and logged
       self.check_finite(pending)
-      if last_row.get("step") != self.step:
-        last_row = self.log(pending, n_micro)
-    log.info(
-      "Stopped at step %d (%s) after %s of the %s budget.",
-      self.step,
-      stop_reason,
-      budget_lib.format_seconds(clock.elapsed),
-      budget_lib.format_seconds(clock.budget_s),
-    )
-    heldout = self.evaluate("final")
-    if self.checkpointer.latest_step() != self.step:
-      self.save("final")
-    return self.write_summary(stop_reason, last_row, heldout)
+      if self._last_row.get("step") != self.step:
+        self._last_row = self.log(pending, n_micro)
+    return stop_reason
 
   def write_summary(self, stop_reason: str, last_row: dict, heldout: dict) -> dict[str, Any]:
     summary = {
@@ -379,7 +508,7 @@ class _Run:
       "budget_s": self.clock.budget_s,
       "elapsed_s": self.clock.elapsed,
       "paused_s": self.clock.paused_s,
-      "nonfinite_steps": last_row.get("nonfinite_total", 0),
+      "nonfinite_steps": int(jax.device_get(self.state.nonfinite_total)),
       "train_step_compilations": self.train_step._cache_size(),  # pylint: disable=protected-access
       "num_params": self.num_params,
       "flops_per_token": self.flops_per_token,
@@ -396,6 +525,8 @@ class _Run:
       with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=2)
       os.replace(path + ".tmp", path)
+    if stop_reason not in FINISHED:
+      return summary
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"
     log.info(
       "Done: %d steps, %.4g tokens, final train loss %s, held-out loss %s (perplexity %s).",

@@ -1,7 +1,8 @@
 """`python tests/train/multiprocess_worker.py <experiments.pretrain flags>`: the launcher as one of several processes
 on this machine, each with 4 simulated CPU devices and gloo collectives, and the stand-in model registered. The
 processes find each other through `--config.distributed.*` or `$JAX_COORDINATOR_ADDRESS`/`$JAX_NUM_PROCESSES`/
-`$JAX_PROCESS_ID`, as on a cluster."""
+`$JAX_PROCESS_ID`, as on a cluster. `$CAME_JAX_TEST_SIGNAL_AT=TERM:3` makes this process send itself SIGTERM when
+it logs step 3 (a preemption that reaches one process of a job first)."""
 
 import os
 import pathlib
@@ -12,14 +13,29 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-import jax  # noqa: E402  pylint: disable=g-import-not-at-top
-from absl import app  # noqa: E402
+import signal  # noqa: E402
 
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from came_jax import cli  # noqa: E402
+from came_jax.train import trainer  # noqa: E402
 from experiments import pretrain  # noqa: E402
 from tests.train import standin  # noqa: E402
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 sys.modules["came_jax.models.standin"] = standin
 
+if os.environ.get("CAME_JAX_TEST_SIGNAL_AT"):
+  name, at = os.environ["CAME_JAX_TEST_SIGNAL_AT"].split(":")
+  _log = trainer._Run.log  # pylint: disable=protected-access
+
+  def _log_then_signal(self, metrics, n_micro):
+    row = _log(self, metrics, n_micro)
+    if self.step == int(at):
+      os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+    return row
+
+  trainer._Run.log = _log_then_signal  # pylint: disable=protected-access
+
 if __name__ == "__main__":
-  app.run(pretrain.main)
+  cli.run(pretrain.main)

@@ -198,36 +198,7 @@ def test_two_processes_match_one_and_their_checkpoint_restores_on_one_device(tin
     "eval.every_s",
   ):
     flags.append(f"--config.{key}={_dotted(config, key)}")
-  address = f"localhost:{_free_port()}"
-  env = {**os.environ, "PYTHONPATH": str(REPO)}
-  # Process 0 is told by flags, process 1 by the environment.
-  procs = [
-    subprocess.Popen(
-      [
-        sys.executable,
-        str(REPO / "tests" / "train" / "multiprocess_worker.py"),
-        *flags,
-        f"--config.distributed.coordinator_address={address}",
-        "--config.distributed.num_processes=2",
-        "--config.distributed.process_id=0",
-      ],
-      cwd=REPO,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    ),
-    subprocess.Popen(
-      [sys.executable, str(REPO / "tests" / "train" / "multiprocess_worker.py"), *flags],
-      cwd=REPO,
-      env={**env, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    ),
-  ]
-  outputs = [p.communicate(timeout=240) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
+  for p, err in _two_processes(flags):
     assert p.returncode == 0, err[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["processes"] == 2 and summary["mesh"] == {"data": 8, "fsdp": 1} and summary["steps"] == 3
@@ -237,6 +208,60 @@ def test_two_processes_match_one_and_their_checkpoint_restores_on_one_device(tin
   summary = _run(tiny_config, tmp_path, "one", 6, **{"data.eval_path": ""})
   resumed = _losses(tmp_path)
   np.testing.assert_allclose([resumed[s] for s in (4, 5, 6)], [losses[s] for s in (4, 5, 6)], rtol=2e-6)
+
+
+def _two_processes(flags, signal_at=None):
+  """Runs the launcher as two processes of one job; `signal_at`: `(process, "TERM"/"INT", step)` sends that
+  process alone the signal when it logs that step. Returns `(Popen, stderr)` per process."""
+  address = f"localhost:{_free_port()}"
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  envs = [dict(env), {**env, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}]
+  if signal_at is not None:
+    envs[signal_at[0]]["CAME_JAX_TEST_SIGNAL_AT"] = f"{signal_at[1]}:{signal_at[2]}"
+  # Process 0 is told by flags, process 1 by the environment.
+  process_flags = [
+    [
+      f"--config.distributed.coordinator_address={address}",
+      "--config.distributed.num_processes=2",
+      "--config.distributed.process_id=0",
+    ],
+    [],
+  ]
+  worker = str(REPO / "tests" / "train" / "multiprocess_worker.py")
+  procs = [
+    subprocess.Popen(
+      [sys.executable, worker, *flags, *extra],
+      cwd=REPO,
+      env=e,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for e, extra in zip(envs, process_flags)
+  ]
+  return [(p, p.communicate(timeout=240)[1]) for p in procs]
+
+
+def test_a_signal_to_one_process_stops_both_after_the_same_step(tiny_config, tmp_path):
+  """Preemption of a multi-host job reaches the processes at different moments: here only process 1 gets SIGTERM,
+  at step 2. The processes agree at the next log step, both stop after the same step, checkpoint it together
+  and exit 143; the same command resumes the job to the end."""
+  config = tiny_config("standin", max_steps=6, **{"mesh.data": -1})
+  flags = ["--config", "configs/gpt2.py:tiny", "--workdir", str(tmp_path)]
+  for key in ("model.name", "data.path", "data.cache_dir", "data.prefetch", "tokenizer_path", "log_every_steps"):
+    flags.append(f"--config.{key}={_dotted(config, key)}")
+  flags += ["--config.max_steps=6", "--config.mesh.data=-1", "--config.data.eval_path=", "--config.tensorboard=False"]
+  stopped = _two_processes(flags, signal_at=(1, "TERM", 2))
+  for p, err in stopped:
+    assert p.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: Interrupted: stopped by SIGTERM at step 2,"), err[-2000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["stop_reason"] == "SIGTERM" and summary["steps"] == 2 and summary["processes"] == 2
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  for p, err in _two_processes(flags):
+    assert p.returncode == 0, err[-3000:]
+  assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
+  assert sorted(_losses(tmp_path)) == [1, 2, 3, 4, 5, 6]
 
 
 def _dotted(config, key):

@@ -204,3 +204,118 @@ def test_failed_setup_does_not_claim_the_workdir(tiny_config, tmp_path):
     trainer.train_and_evaluate(bad, str(tmp_path / "w"))
   assert not (tmp_path / "w" / "run_config.json").exists()
   assert trainer.train_and_evaluate(tiny_config("standin", max_steps=2), str(tmp_path / "w"))["steps"] == 2
+
+
+def test_finished_run_rerun_is_a_noop_until_extended(tiny_config, tmp_path, caplog):
+  config = tiny_config("standin", max_steps=4)
+  first = trainer.train_and_evaluate(config, str(tmp_path))
+  files = {name: (tmp_path / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
+  compiles = metrics_lib.compile_count()
+  caplog.set_level(logging.INFO, logger=trainer.__name__)
+  again = trainer.train_and_evaluate(tiny_config("standin", max_steps=4), str(tmp_path))
+  assert again == json.loads(files["summary.json"]) and again["final_train_loss"] == first["final_train_loss"]
+  assert {name: (tmp_path / name).read_bytes() for name in files} == files  # nothing rewritten
+  assert metrics_lib.compile_count() == compiles  # nothing built
+  assert any("is finished (max_steps at step 4" in m for m in caplog.messages)
+  # A larger max_steps extends the run; the summary then describes the extended run.
+  extended = trainer.train_and_evaluate(tiny_config("standin", max_steps=6), str(tmp_path))
+  assert extended["steps"] == 6 and extended["final_train_loss"] is not None
+  assert [r["step"] for r in _train_rows(tmp_path)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_drops_rows_past_the_restored_step(tiny_config, tmp_path):
+  """A process that died after logging steps 4-6 but before checkpointing 6: the resumed run's metrics.jsonl
+  holds each step once, as one timeline."""
+  config = tiny_config("standin", max_steps=6, **{"checkpoint.every_steps": 3, "eval.every_steps": 2})
+  trainer.train_and_evaluate(config, str(tmp_path))
+  straight = {r["step"]: r["loss"] for r in _train_rows(tmp_path)}
+  for name in ("summary.json",):
+    (tmp_path / name).unlink()
+  import shutil  # pylint: disable=import-outside-toplevel
+
+  shutil.rmtree(tmp_path / "checkpoints" / "6")
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 7, "split": "tra')  # a row cut short by the kill
+  trainer.train_and_evaluate(config, str(tmp_path))
+  rows = _rows(tmp_path)
+  train_steps = [r["step"] for r in rows if r["split"] == "train"]
+  assert train_steps == [1, 2, 3, 4, 5, 6]
+  assert {r["step"]: r["loss"] for r in _train_rows(tmp_path)} == straight
+  heldout = [r["step"] for r in rows if r["split"] == "heldout"]
+  assert heldout == sorted(set(heldout)) and heldout[-1] == 6
+
+
+def test_nonfinite_params_stop_at_once_and_are_never_checkpointed(tiny_config, tmp_path):
+  """Finite gradients, an update that blows the parameters up (AdamW at a learning rate of 1e30): the first
+  such step stops the run; nothing non-finite is saved; the summary says why."""
+  config = tiny_config(
+    "standin",
+    max_steps=20,
+    **{"optimizer.name": "adamw", "optimizer.adamw.learning_rate": 1e30, "checkpoint.every_steps": 1},
+  )
+  with pytest.raises(trainer.NonFiniteError, match=r"non-finite parameters after an update .* by step (\d+)") as e:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["stop_reason"] == "nonfinite" and summary["steps"] <= 3
+  # The warm-up's first step (learning rate ~0) leaves finite parameters, checkpointed; the next one is not.
+  last = ckpt_lib.Checkpointer(str(tmp_path)).latest_step()
+  assert last is not None and last < summary["steps"] and f"checkpoint (step {last})" in str(e.value)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, last)))
+
+
+def test_nonfinite_streak_without_a_checkpoint_says_so(tiny_config, tmp_path, monkeypatch):
+  healthy_loss = standin.loss_fn
+
+  def poisoned(params, batch, rng, *, cfg, train):
+    loss, metrics = healthy_loss(params, batch, rng, cfg=cfg, train=train)
+    return loss * np.float32("nan"), metrics
+
+  monkeypatch.setattr(standin, "loss_fn", poisoned)
+  config = tiny_config("standin", max_steps=20, max_consecutive_nonfinite=3)
+  with pytest.raises(trainer.NonFiniteError, match=r"by step \d+: stopping. No checkpoint had been written"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["stop_reason"] == "nonfinite" and summary["nonfinite_steps"] >= 3
+
+
+def test_a_held_workdir_is_refused_before_anything_is_written(tiny_config, tmp_path):
+  from came_jax.train import lock  # pylint: disable=import-outside-toplevel
+
+  with lock.WorkdirLock(str(tmp_path)):
+    with pytest.raises(lock.WorkdirBusyError, match="is in use by another run"):
+      trainer.train_and_evaluate(tiny_config("standin", max_steps=2), str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == [lock.LOCK_FILE]
+  assert trainer.train_and_evaluate(tiny_config("standin", max_steps=2), str(tmp_path))["steps"] == 2
+
+
+def test_a_corpus_smaller_than_one_batch_warns(tiny_config, tmp_path, caplog):
+  corpus = tmp_path / "tiny.txt"
+  corpus.write_text("A corpus of a dozen words, far less than one batch of rows.\n")
+  config = tiny_config("standin", max_steps=1, **{"data.path": str(corpus)})
+  caplog.set_level(logging.WARNING, logger=trainer.__name__)
+  trainer.train_and_evaluate(config, str(tmp_path / "w"))
+  assert any("fewer than one step's batch of" in m for m in caplog.messages), caplog.messages
+
+
+def test_a_full_disk_is_found_before_a_checkpoint_is_written(tiny_config, tmp_path, monkeypatch):
+  """The disk fills up after step 2's checkpoint: step 4's is refused before orbax writes anything, in one line
+  naming the sizes; the run resumes from step 2 once there is room."""
+  from came_jax import cli  # pylint: disable=import-outside-toplevel
+
+  config = tiny_config("standin", max_steps=6, **{"checkpoint.every_steps": 2})
+  real = ckpt_lib.shutil.disk_usage
+  saves = []
+
+  def filling_up(path):
+    usage = real(path)
+    saves.append(path)
+    return usage._replace(free=usage.free if len(saves) == 1 else 1000)
+
+  monkeypatch.setattr(ckpt_lib.shutil, "disk_usage", filling_up)
+  with pytest.raises(OSError, match=r"No space left on device for checkpoint 4 in .*: it needs about \d+ MiB") as e:
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert cli.one_line(e.value).startswith("disk full: OSError: [Errno 28] No space left on device for checkpoint 4")
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # no partial checkpoint
+  monkeypatch.undo()
+  assert trainer.train_and_evaluate(config, str(tmp_path))["steps"] == 6
+  assert [r["step"] for r in _train_rows(tmp_path)] == [1, 2, 3, 4, 5, 6]

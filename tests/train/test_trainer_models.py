@@ -1,6 +1,6 @@
-"""The three real models through the loop on real sample text (`:tiny` configs, step-bounded):
-the loss falls, the step compiles once, and a GPT-2 run SIGKILLed after its first checkpoint and resumed ends
-with bitwise the same parameters as an uninterrupted run."""
+"""The three real models through the loop on real sample text (`:tiny` configs, step-bounded): the loss falls,
+the step compiles once; and a GPT-2 run stopped by SIGKILL (after its first checkpoint), by SIGTERM (preemption)
+or by two SIGINTs, then resumed by the same command, ends with bitwise the parameters of an uninterrupted run."""
 
 import json
 import os
@@ -66,12 +66,14 @@ def _launch(script, workdir, flags, env, **kwargs):
   )
 
 
-def test_gpt2_sigkill_and_resume_is_bitwise_identical(tiny_config, tmp_path):
-  """GPT-2 with CAME: uninterrupted vs killed (SIGKILL while starting its 2nd checkpoint) and resumed."""
+@pytest.fixture(scope="module")
+def gpt2_runs(tiny_config, tmp_path_factory):
+  """`launch(script, name) -> CompletedProcess` of the tiny GPT-2 recipe with CAME, 8 steps, checkpoints every 3,
+  in `root / name`; and the uninterrupted run `root / "straight"` (with its rows) to compare with."""
   c = tiny_config("gpt2")
-  steps = 8
+  root = tmp_path_factory.mktemp("gpt2_runs")
   flags = [
-    f"--config.max_steps={steps}",
+    "--config.max_steps=8",
     "--config.checkpoint.every_steps=3",
     "--config.checkpoint.every_s=0",
     "--config.eval.every_s=0",
@@ -84,32 +86,80 @@ def test_gpt2_sigkill_and_resume_is_bitwise_identical(tiny_config, tmp_path):
   ]
   env = dict(
     os.environ,
-    JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+    JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
   )
-  launcher = ["-m", "experiments.pretrain"]
-
-  straight = _launch(launcher, tmp_path / "straight", flags, env)
+  launch = lambda script, name: _launch(script, root / name, flags, env)  # noqa: E731
+  straight = launch(LAUNCHER, "straight")
   assert straight.returncode == 0, straight.stderr[-3000:]
   assert "Done: 8 steps" in straight.stderr and "held-out loss" in straight.stderr
-  rows = _train_rows(tmp_path / "straight")
-  _assert_learns_and_compiles_once(rows, steps)
+  rows = _train_rows(root / "straight")
+  _assert_learns_and_compiles_once(rows, 8)
+  return launch, root, rows
 
-  killed = _launch([str(REPO / "tests" / "train" / "kill_after_checkpoint.py")], tmp_path / "killed", flags, env)
-  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-  assert sorted(os.listdir(tmp_path / "killed" / "checkpoints")) == ["3"]
-  assert max(r["step"] for r in _train_rows(tmp_path / "killed")) == 6  # steps 4-6 are lost with the process
 
-  resumed = _launch(launcher, tmp_path / "killed", flags, env)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "Resuming" in resumed.stderr and "Restored step 3" in resumed.stderr
+LAUNCHER = ["-m", "experiments.pretrain"]
 
-  jax.tree.map(
-    np.testing.assert_array_equal, _params(tmp_path / "straight", steps), _params(tmp_path / "killed", steps)
-  )
-  after_resume = {r["step"]: r["loss"] for r in _train_rows(tmp_path / "killed")[6:]}
-  assert after_resume == {r["step"]: r["loss"] for r in rows if r["step"] > 3}
-  summaries = [json.loads((tmp_path / w / "summary.json").read_text()) for w in ("straight", "killed")]
+
+def _assert_resumed_like_straight(root, name, rows, restored_step):
+  """`root / name`, resumed from `restored_step`, ended bitwise where the uninterrupted run did, and its metrics
+  hold each step once."""
+  jax.tree.map(np.testing.assert_array_equal, _params(root / "straight", 8), _params(root / name, 8))
+  resumed_rows = _train_rows(root / name)
+  assert [r["step"] for r in resumed_rows] == list(range(1, 9))  # one timeline: rows past the restore dropped
+  assert {r["step"]: r["loss"] for r in resumed_rows if r["step"] > restored_step} == {
+    r["step"]: r["loss"] for r in rows if r["step"] > restored_step
+  }
+  summaries = [json.loads((root / w / "summary.json").read_text()) for w in ("straight", name)]
+  assert summaries[1]["stop_reason"] == "max_steps"
   assert summaries[0]["heldout_loss"] == summaries[1]["heldout_loss"]
   assert summaries[0]["tokens_seen"] == summaries[1]["tokens_seen"]
+
+
+def test_gpt2_sigkill_and_resume_is_bitwise_identical(gpt2_runs):
+  """GPT-2 with CAME: uninterrupted vs killed (SIGKILL while starting its 2nd checkpoint) and resumed."""
+  launch, root, rows = gpt2_runs
+  killed = launch([str(REPO / "tests" / "train" / "kill_after_checkpoint.py")], "killed")
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  assert sorted(os.listdir(root / "killed" / "checkpoints")) == ["3"]
+  assert max(r["step"] for r in _train_rows(root / "killed")) == 6  # steps 4-6 are lost with the process
+
+  resumed = launch(LAUNCHER, "killed")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Resuming" in resumed.stderr and "Restored step 3" in resumed.stderr
+  _assert_resumed_like_straight(root, "killed", rows, 3)
+
+
+def test_gpt2_sigterm_checkpoints_the_step_and_resumes_bitwise(gpt2_runs):
+  """Preemption: SIGTERM at step 4 (between the checkpoints of steps 3 and 6). The run checkpoints step 4,
+  records the signal, exits 143 with one line; the same command resumes from step 4, losing nothing."""
+  launch, root, rows = gpt2_runs
+  stopped = launch([str(REPO / "tests" / "train" / "signal_at_step.py"), "TERM", "4", "1"], "sigterm")
+  assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+  last_line = stopped.stderr.strip().splitlines()[-1]
+  assert last_line.startswith("error: Interrupted: stopped by SIGTERM at step 4, checkpoint saved in "), last_line
+  assert "Traceback" not in stopped.stderr
+  assert sorted(os.listdir(root / "sigterm" / "checkpoints")) == ["3", "4"]
+  summary = json.loads((root / "sigterm" / "summary.json").read_text())
+  assert summary["stop_reason"] == "SIGTERM" and summary["steps"] == 4 and summary["heldout_loss"] is None
+
+  resumed = launch(LAUNCHER, "sigterm")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Restored step 4" in resumed.stderr
+  _assert_resumed_like_straight(root, "sigterm", rows, 4)
+
+
+def test_gpt2_second_sigint_exits_at_once(gpt2_runs):
+  """Ctrl-C twice at step 5: the second signal ends the process at once, without a checkpoint; the run resumes
+  from step 3 and still ends bitwise as the uninterrupted one."""
+  launch, root, rows = gpt2_runs
+  stopped = launch([str(REPO / "tests" / "train" / "signal_at_step.py"), "INT", "5", "2"], "sigint")
+  assert stopped.returncode == -signal.SIGINT, stopped.stderr[-3000:]
+  assert sorted(os.listdir(root / "sigint" / "checkpoints")) == ["3"]
+  assert not (root / "sigint" / "summary.json").exists()
+
+  resumed = launch(LAUNCHER, "sigint")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "Restored step 3" in resumed.stderr
+  _assert_resumed_like_straight(root, "sigint", rows, 3)
