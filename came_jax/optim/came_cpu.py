@@ -34,8 +34,12 @@ it. And no fusion in the loop may pass ~512 KiB of traffic (four blocks at most)
 splits it across threads, and a thread hand-off on every iteration of a loop costs more than it saves (measured:
 blocks of 256 KiB took the BERT-base step to 2.3x AdamW, from 1.3x). So blocks are ``min(L2 / 8, 96 KiB)``
 (:func:`default_block_bytes`), with the L2 size read from the machine (:func:`l2_cache_bytes`;
-``CAME_JAX_L2_BYTES`` overrides it). On a 1 MiB-L2 AMD EPYC, BERT-base's step took 1.18x, 1.17x and 1.25x AdamW's
-at blocks of 64, 96 and 128 KiB in one run.
+``CAME_JAX_L2_BYTES`` overrides it). On a 1 MiB-L2 AMD EPYC shared with another job, BERT-base's step took
+1.18x, 1.17x and 1.25x AdamW's at blocks of 64, 96 and 128 KiB in one run; quiet, 1.34x at 96 KiB.
+
+**Threads.** Each loop runs on one thread, and XLA:CPU runs independent loops one after another, so the kernel
+uses one core while AdamW's single fused update uses all of them: on 2 cores that is most of the gap to AdamW
+(``experiments/README.md`` measures it).
 
 Numerics are the reference's up to the order of float32 sums (``tests/optim/test_came_cpu.py``).
 """
