@@ -25,8 +25,9 @@ Tiny variant (CPU, under two minutes including tokenizer training; 60-second bud
 Measured with the bias-corrected CAME on a quiet 2-core AMD EPYC (67 s wall in all): 896 steps, 5.63M tokens,
 MLM loss from ln(2048) = 7.6 to 5.58, held-out (WikiText) MLM loss 5.63. With `--config.data.path=../shared/data/corpus
 --config.budget=2m` (the whole corpus, the README's first command): 1770 steps, train loss 5.35, held-out 5.93;
-re-run on a quiet machine after the training-step changes of issue 14: 2035 steps, train loss 5.40, held-out 5.95
-(a budget-bound run: the step count follows the machine). Run from the repository root, next to which
+re-run on a quiet machine after the training-step changes of issue 14: 2035 steps, train loss 5.40, held-out 5.95;
+with checksummed checkpoints (issue 15), quiet: 2003 steps, train loss 5.30, held-out 5.97 (2m07s wall; a
+budget-bound run: the step count follows the machine). Run from the repository root, next to which
 ../shared/data lies.
 """
 
