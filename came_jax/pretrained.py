@@ -88,6 +88,30 @@ def checkpoint_steps(run_dir: str | pathlib.Path) -> list[int]:
   return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "state").is_dir())
 
 
+def _intact_step(run_dir: pathlib.Path, steps: list[int], step: int | None) -> int:
+  """`step` if its checkpoint matches its checksums; by default the newest one that does, with a warning for each
+  newer damaged one (as training resumes). Raises `DamagedCheckpointError` for a damaged `step`, or when all are."""
+  damaged = []
+  for candidate in [step] if step is not None else steps[::-1]:
+    reason = ckpt_lib.verify(str(run_dir / "checkpoints" / str(candidate)))
+    if reason is None:
+      for bad, why in damaged:
+        logging.getLogger(__name__).warning(
+          "checkpoint %d in %s is damaged (%s); loading checkpoint %d instead", bad, run_dir, why, candidate
+        )
+      return candidate
+    damaged.append((candidate, reason))
+  where = run_dir / "checkpoints"
+  if step is not None:
+    others = [s for s in steps if s != step]
+    raise ckpt_lib.DamagedCheckpointError(
+      f"checkpoint {step} in {where} is damaged ({damaged[0][1]}); others: {others}"
+    )
+  raise ckpt_lib.DamagedCheckpointError(
+    f"every checkpoint in {where} is damaged: " + "; ".join(f"{bad} ({why})" for bad, why in damaged)
+  )
+
+
 def load_config(run_dir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """The config recorded in ``run_dir/run_config.json``."""
   path = pathlib.Path(run_dir) / ckpt_lib.RUN_CONFIG
@@ -158,6 +182,8 @@ def load(run_dir: str | pathlib.Path, step: int | None = None) -> Pretrained:
   Raises:
     FileNotFoundError: no ``run_config.json`` (nor ``config.json``), no tokenizer or no checkpoint (naming what is
       missing).
+    came_jax.train.checkpoint.DamagedCheckpointError: checkpoint ``step`` does not match its checksums, or (by
+      default) none does; a damaged latest one is skipped with a warning.
     ValueError: the restored parameters do not fit the model the config describes; a ``step`` for a Hugging Face
       folder; what :func:`came_jax.hf.load` raises.
   """
@@ -172,10 +198,9 @@ def load(run_dir: str | pathlib.Path, step: int | None = None) -> Pretrained:
   steps = checkpoint_steps(run_dir)
   if not steps:
     raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir / 'checkpoints'} (have {steps})")
+  step = _intact_step(run_dir, steps, step)
   tokenizer = tokenizer_lib.load(run_dir / "tokenizer")
   model = models.get(config.model.name)
   model_cfg = model_config(run_dir, config)
