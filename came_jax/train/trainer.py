@@ -20,7 +20,8 @@ recorded in `WORKDIR/model_config.json` and the tokenizer saved in `WORKDIR/toke
 Budget accounting (as cramming): the clock starts after data and model setup, so it counts compilation; it is
 paused for evaluation and checkpointing. The host stays at most one step ahead of the device (after dispatching a
 step it reads the previous step's non-finite counter), so the budget is honoured within one step and a streak of
-non-finite gradients is noticed within one step.
+non-finite gradients is noticed within one step. (Several processes check the budget, and signals, together at
+each log step, so that all stop after the same step.)
 
 What a run on a shared cluster meets:
 
@@ -420,15 +421,17 @@ class _Run:
         self.save("final")
       return self.write_summary(stop_reason, self._last_row, heldout)
 
-  def _stop_signal(self, signals: preemption.StopSignals) -> Optional[int]:
-    """The signal to stop on, if any. One process acts on its own; several agree at each log step (where the host
-    syncs anyway), so that all stop after the same step, and each must have been sent the signal or see another's."""
+  def _stop(self, signals: preemption.StopSignals) -> tuple[Optional[int], bool]:
+    """`(signal to stop on or None, budget spent)`. One process decides alone. Several must stop after the same
+    step (every later step, evaluation and checkpoint is collective), but each has its own clock and its own
+    signals: they agree at each log step, where the host syncs anyway (one `process_allgather`), and nowhere else."""
     if self.process_count == 1:
-      return signals.signum
-    if self.step % self.config.log_every_steps or self.step == self._agreed[0]:
-      return self._agreed[1]
-    received = multihost_utils.process_allgather(np.int32(signals.signum or 0))
-    self._agreed = (self.step, next((int(s) for s in np.ravel(received) if s), None))
+      return signals.signum, self.clock.exhausted()
+    if self.step % self.config.log_every_steps == 0 and self.step != self._agreed[0]:
+      mine = np.array([signals.signum or 0, int(self.clock.exhausted())], np.int32)
+      everyone = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+      signum = next((int(s) for s in everyone[:, 0] if s), None)
+      self._agreed = (self.step, (signum, bool(everyone[:, 1].any())))
     return self._agreed[1]
 
   def _loop(self, signals: preemption.StopSignals) -> str:
@@ -438,7 +441,7 @@ class _Run:
     at_max = lambda: bool(c.max_steps) and self.step >= c.max_steps
     pending, n_micro = None, 1  # the previous step's metrics, read once the next step is dispatched
     stop_reason = "max_steps"
-    self._agreed: tuple[int, Optional[int]] = (-1, None)  # (step, signal) the processes last agreed on
+    self._agreed: tuple[int, tuple[Optional[int], bool]] = (-1, (None, False))  # (step, what _stop said there)
     self._since_elapsed, self._since_tokens = clock.elapsed, 0
     self._compiles0 = metrics_lib.compile_count()
     self._logs = 0
@@ -449,10 +452,10 @@ class _Run:
     clock.start()
     try:
       while True:
-        stop_signal = self._stop_signal(signals)  # first: with several processes, every one reaches it
+        stop_signal, spent = self._stop(signals)  # first: with several processes, every one reaches it
         if at_max():
           break
-        if clock.exhausted():
+        if spent:
           stop_reason = "budget"
           break
         if stop_signal is not None:
@@ -473,7 +476,7 @@ class _Run:
 
         if self.step % c.log_every_steps == 0:
           self._last_row = self.log(metrics, n_micro)
-        if self._stop_signal(signals) is not None or at_max() or clock.exhausted():
+        if self._stop(signals) != (None, False) or at_max():
           continue  # the final checkpoint follows the loop
         if (c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps) or (
           c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s

@@ -5,6 +5,7 @@ meshes, per-process input slices, and the multi-process settings."""
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -262,6 +263,24 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step(tiny_config, tmp
     assert p.returncode == 0, err[-3000:]
   assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
   assert sorted(_losses(tmp_path)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_two_processes_stop_on_the_budget_after_the_same_step(tiny_config, tmp_path):
+  """Each process has its own budget clock; they agree at each log step, so both stop after the same step (were
+  one to stop a step before the other, the other's next step would wait forever for its collectives)."""
+  config = tiny_config("standin", **{"mesh.data": -1})
+  flags = ["--config", "configs/gpt2.py:tiny", "--workdir", str(tmp_path)]
+  for key in ("model.name", "data.path", "data.cache_dir", "data.prefetch", "tokenizer_path"):
+    flags.append(f"--config.{key}={_dotted(config, key)}")
+  flags += ["--config.max_steps=0", "--config.budget=8s", "--config.log_every_steps=2", "--config.mesh.data=-1"]
+  flags += ["--config.data.eval_path=", "--config.tensorboard=False"]
+  stopped = []
+  for p, err in _two_processes(flags):
+    assert p.returncode == 0, err[-3000:]
+    stopped.append(re.search(r"Stopped at step (\d+) \(budget\)", err).group(1))
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert stopped[0] == stopped[1] == str(summary["steps"]) and int(stopped[0]) % 2 == 0
+  assert summary["stop_reason"] == "budget" and summary["elapsed_s"] >= 8.0
 
 
 def _dotted(config, key):
