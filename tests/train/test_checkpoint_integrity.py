@@ -318,3 +318,28 @@ def test_all_finite_is_one_reduction():
   assert ckpt_lib.all_finite(tree) and ckpt_lib.all_finite({"i": jnp.arange(3)}) and ckpt_lib.all_finite({})
   for bad in (jnp.nan, jnp.inf, -jnp.inf):
     assert not ckpt_lib.all_finite({**tree, "c": tree["c"].at[1].set(bad)})
+
+
+def test_a_train_state_restores_and_another_optimizer_is_incompatible(tmp_path):
+  """The trainer's real `TrainState`: optax's empty nodes (`EmptyState`, `None`) and injected hyperparameters are
+  matched against the checkpoint's tree; a state of another optimizer is refused, not taken for damage."""
+  import optax  # pylint: disable=import-outside-toplevel
+
+  from came_jax import came  # pylint: disable=import-outside-toplevel
+  from came_jax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+
+  params = {"w": jnp.arange(12.0).reshape(4, 3), "b": jnp.ones(3)}
+
+  def state(tx):
+    return step_lib.TrainState.create(params, tx, jax.random.PRNGKey(0))
+
+  adamw = optax.chain(optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3))
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path))
+  _save(checkpointer, 3, state(adamw))
+  restored, meta, step = checkpointer.restore_latest(state(adamw))
+  assert step == 3 and meta["step"] == 3
+  jax.tree.map(np.testing.assert_array_equal, restored, state(adamw))
+  with pytest.raises(ckpt_lib.IncompatibleWorkdirError, match="does not fit this run's model/optimizer state"):
+    checkpointer.restore_latest(state(came(learning_rate=1e-3)))
+  assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  checkpointer.close()
