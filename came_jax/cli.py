@@ -11,6 +11,7 @@ the traceback as well. Any other exception propagates with its traceback, as it 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import traceback
@@ -78,6 +79,8 @@ def guarded(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
 def _fail(e: BaseException, status: int, text: str = "") -> None:
   if os.environ.get(TRACEBACK_ENV):
     traceback.print_exception(e)
+  else:  # what asyncio logs at exit of the futures a failed orbax write abandoned ("exception was never retrieved")
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
   hint = "" if os.environ.get(TRACEBACK_ENV) else f" ({TRACEBACK_ENV}=1 shows the traceback)"
   print(f"error: {text or one_line(e)}{hint}", file=sys.stderr, flush=True)
   sys.exit(status)

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import shutil
 import sys
 import time
@@ -318,6 +319,31 @@ def _quiet_failed_reads() -> Iterator[None]:
     sys.unraisablehook = hook
 
 
+def _os_error(e: BaseException) -> tuple[Optional[int], str]:
+  """The operating system's error under TensorStore's text, `(errno, "File too large")`, else `(None, one line)`.
+
+  >>> _os_error(ValueError('OUT_OF_RANGE: Error writing "p/0": Failed to write 6 bytes to file 24: No space left on '
+  ...                      "device [os_error_code='28']"))
+  (28, 'No space left on device')
+  """
+  text = " ".join(str(x) for x in (e, e.__cause__, e.__context__) if x is not None)
+  match = re.search(r":\s*([^:\[]+?)\s*\[os_error_code='?(\d+)'?\]", text)
+  return (int(match.group(2)), match.group(1)) if match else (None, _one_line(e))
+
+
+@contextlib.contextmanager
+def _orbax_errors_logged_at_debug() -> Iterator[None]:
+  """Orbax logs a failed write at ERROR with its traceback, once per thread that saw it (through absl's logger);
+  the failure is raised, in one line, by the caller instead."""
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  absl_log.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    absl_log.setLevel(level)
+
+
 def _any_process(flag: bool) -> bool:
   """Whether `flag` is set on any process (all processes call it: a collective with several)."""
   if jax.process_count() == 1:
@@ -359,10 +385,20 @@ class Checkpointer:
     """
     self._check_free_space(step, state)
     meta = {"step": int(step), "elapsed_s": float(elapsed_s), "data_state": _encode(data_state), **(extra or {})}
-    self.manager.save(
-      int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
-    )
-    self.manager.wait_until_finished()  # (all processes have written their part; process 0 has finalized the step)
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    with _quiet_failed_reads(), _orbax_errors_logged_at_debug():
+      try:
+        self.manager.save(int(step), args=args, force=True)
+        self.manager.wait_until_finished()  # (all processes have written their part; process 0 has finalized it)
+      except Exception as e:  # pylint: disable=broad-except  (TensorStore raises plain Exceptions)
+        log.debug("saving checkpoint %d failed", step, exc_info=True)
+        time.sleep(0.2)  # (as in `_attempt`: the writes still in flight land while their complaints are dropped)
+        code, why = _os_error(e)
+        raise OSError(
+          code,
+          f"writing checkpoint {step} in {self.directory} failed: {why} (orbax left its partial copy in a "
+          "*.orbax-checkpoint-tmp directory, which it ignores; the run resumes from its last checkpoint)",
+        ) from e
     if jax.process_index() == 0:
       write_checksums(self.step_directory(step))
 

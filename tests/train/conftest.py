@@ -12,7 +12,7 @@ sys.modules.setdefault("came_jax.models.standin", standin)
 
 # Scripts the tests run as subprocesses. Importing one patches the library (a checkpoint save that SIGKILLs the
 # process, gloo collectives), so `--doctest-modules` must not collect them.
-collect_ignore = ["kill_after_checkpoint.py", "multiprocess_worker.py", "signal_at_step.py"]
+collect_ignore = ["kill_after_checkpoint.py", "multiprocess_worker.py", "signal_at_step.py", "file_size_limit.py"]
 
 
 @pytest.fixture(scope="session")

@@ -163,3 +163,21 @@ def test_gpt2_second_sigint_exits_at_once(gpt2_runs):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Restored step 3" in resumed.stderr
   _assert_resumed_like_straight(root, "sigint", rows, 3)
+
+
+def test_gpt2_write_failure_mid_checkpoint_is_one_line(gpt2_runs):
+  """A checkpoint write that fails halfway (no file may pass 300 kB; the state files are up to ~1.7 MB, the
+  tokenizer 0.27 MB): one line naming the checkpoint and the system's reason, instead of orbax's and asyncio's
+  ~1,300; nothing half-written is restored, and the run, rerun with room, ends as the uninterrupted one."""
+  launch, root, rows = gpt2_runs
+  failed = launch([str(REPO / "tests" / "train" / "file_size_limit.py"), "300000"], "full")
+  assert failed.returncode == 1, failed.stderr[-3000:]
+  lines = [line for line in failed.stderr.splitlines() if not line.startswith(("I", "W"))]
+  assert lines == [
+    f"error: OSError: [Errno 27] writing checkpoint 3 in {root / 'full' / 'checkpoints'} failed: File too large "
+    "(orbax left its partial copy in a *.orbax-checkpoint-tmp directory, which it ignores; the run resumes from its "
+    "last checkpoint) (CAME_JAX_TRACEBACK=1 shows the traceback)"
+  ], failed.stderr[-3000:]
+  resumed = launch(LAUNCHER, "full")
+  assert resumed.returncode == 0 and "Restored" not in resumed.stderr, resumed.stderr[-3000:]
+  _assert_resumed_like_straight(root, "full", rows, 0)
