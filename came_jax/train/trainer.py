@@ -20,8 +20,8 @@ recorded in `WORKDIR/model_config.json` and the tokenizer saved in `WORKDIR/toke
 Budget accounting (as cramming): the clock starts after data and model setup, so it counts compilation; it is
 paused for evaluation and checkpointing. The host stays at most one step ahead of the device (after dispatching a
 step it reads the previous step's non-finite counter), so the budget is honoured within one step and a streak of
-non-finite gradients is noticed within one step. (Several processes check the budget, and signals, together at
-each log step, so that all stop after the same step.)
+non-finite gradients is noticed within one step. (Several processes agree on the budget spent, and on signals, at
+each log step, so that all take the same decisions: see `_Run._stop`.)
 
 What a run on a shared cluster meets:
 
@@ -299,7 +299,11 @@ class _Run:
   def progress(self) -> float:
     c = self.config
     by_steps = c.schedule.progress == "steps" or (c.schedule.progress == "auto" and c.max_steps)
-    return min(1.0, self.step / c.max_steps) if by_steps else self.clock.fraction
+    if by_steps:
+      return min(1.0, self.step / c.max_steps)
+    if self.process_count == 1:
+      return self.clock.fraction
+    return min(1.0, self._agreed[1][1] / self.clock.budget_s)  # the budget spent as the processes agreed on it
 
   def save(self, why: str) -> None:
     with self.clock.paused():
@@ -422,17 +426,25 @@ class _Run:
       return self.write_summary(stop_reason, self._last_row, heldout)
 
   def _stop(self, signals: preemption.StopSignals) -> tuple[Optional[int], bool]:
-    """`(signal to stop on or None, budget spent)`. One process decides alone. Several must stop after the same
-    step (every later step, evaluation and checkpoint is collective), but each has its own clock and its own
-    signals: they agree at each log step, where the host syncs anyway (one `process_allgather`), and nowhere else."""
+    """`(signal to stop on or None, budget spent)`.
+
+    One process decides alone. Several must take every decision alike (each step, evaluation and checkpoint is
+    collective, and each process loads its rows of the batch the ramp sets), but each has its own clock and its
+    own signals. So they agree at each log step, where the host syncs anyway, with one `process_allgather`: on a
+    signal any of them received, and on the budget spent as the furthest clock says. Between log steps the budget
+    spent stays where they agreed: time-driven schedules move in steps of `log_every_steps`, and the budget is
+    honoured within that many steps.
+    """
     if self.process_count == 1:
       return signals.signum, self.clock.exhausted()
-    if self.step % self.config.log_every_steps == 0 and self.step != self._agreed[0]:
-      mine = np.array([signals.signum or 0, int(self.clock.exhausted())], np.int32)
+    first = self._agreed[0] < 0  # the loop's first step (all start from the same checkpoint): agree at once
+    if (first or self.step % self.config.log_every_steps == 0) and self.step != self._agreed[0]:
+      mine = np.array([signals.signum or 0, self.clock.elapsed], np.float32)
       everyone = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
       signum = next((int(s) for s in everyone[:, 0] if s), None)
-      self._agreed = (self.step, (signum, bool(everyone[:, 1].any())))
-    return self._agreed[1]
+      self._agreed = (self.step, (signum, float(everyone[:, 1].max())))
+    signum, elapsed = self._agreed[1]
+    return signum, elapsed >= self.clock.budget_s
 
   def _loop(self, signals: preemption.StopSignals) -> str:
     """Steps until `max_steps`, the budget or a signal; returns why it stopped, with the last step checked finite
@@ -441,7 +453,7 @@ class _Run:
     at_max = lambda: bool(c.max_steps) and self.step >= c.max_steps
     pending, n_micro = None, 1  # the previous step's metrics, read once the next step is dispatched
     stop_reason = "max_steps"
-    self._agreed: tuple[int, tuple[Optional[int], bool]] = (-1, (None, False))  # (step, what _stop said there)
+    self._agreed: tuple[int, tuple[Optional[int], float]] = (-1, (None, 0.0))  # (step, (signal, budget spent))
     self._since_elapsed, self._since_tokens = clock.elapsed, 0
     self._compiles0 = metrics_lib.compile_count()
     self._logs = 0

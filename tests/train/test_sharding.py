@@ -211,14 +211,17 @@ def test_two_processes_match_one_and_their_checkpoint_restores_on_one_device(tin
   np.testing.assert_allclose([resumed[s] for s in (4, 5, 6)], [losses[s] for s in (4, 5, 6)], rtol=2e-6)
 
 
-def _two_processes(flags, signal_at=None):
+def _two_processes(flags, signal_at=None, skew_s=0.0):
   """Runs the launcher as two processes of one job; `signal_at`: `(process, "TERM"/"INT", step)` sends that
-  process alone the signal when it logs that step. Returns `(Popen, stderr)` per process."""
+  process alone the signal when it logs that step; `skew_s`: process 1's budget clock runs that far ahead.
+  Returns `(Popen, stderr)` per process."""
   address = f"localhost:{_free_port()}"
   env = {**os.environ, "PYTHONPATH": str(REPO)}
   envs = [dict(env), {**env, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}]
   if signal_at is not None:
     envs[signal_at[0]]["CAME_JAX_TEST_SIGNAL_AT"] = f"{signal_at[1]}:{signal_at[2]}"
+  if skew_s:
+    envs[1]["CAME_JAX_TEST_CLOCK_SKEW"] = str(skew_s)
   # Process 0 is told by flags, process 1 by the environment.
   process_flags = [
     [
@@ -265,22 +268,28 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step(tiny_config, tmp
   assert sorted(_losses(tmp_path)) == [1, 2, 3, 4, 5, 6]
 
 
-def test_two_processes_stop_on_the_budget_after_the_same_step(tiny_config, tmp_path):
-  """Each process has its own budget clock; they agree at each log step, so both stop after the same step (were
-  one to stop a step before the other, the other's next step would wait forever for its collectives)."""
+def test_two_processes_take_time_driven_decisions_alike(tiny_config, tmp_path):
+  """Each process has its own budget clock; here process 1's runs 2 s ahead of process 0's. The learning rate
+  (budget-cosine), the batch ramp and the budget stop follow the budget spent, so the processes agree on it at
+  each log step: both log the same rate and batch size at every step and stop after the same one (were one to stop
+  a step before the other, the other's next step would wait forever for its collectives)."""
   config = tiny_config("standin", **{"mesh.data": -1})
   flags = ["--config", "configs/gpt2.py:tiny", "--workdir", str(tmp_path)]
   for key in ("model.name", "data.path", "data.cache_dir", "data.prefetch", "tokenizer_path"):
     flags.append(f"--config.{key}={_dotted(config, key)}")
-  flags += ["--config.max_steps=0", "--config.budget=8s", "--config.log_every_steps=2", "--config.mesh.data=-1"]
-  flags += ["--config.data.eval_path=", "--config.tensorboard=False"]
-  stopped = []
-  for p, err in _two_processes(flags):
+  flags += ["--config.max_steps=0", "--config.budget=16s", "--config.log_every_steps=2", "--config.mesh.data=-1"]
+  flags += ["--config.batch_ramp=0.5", "--config.data.eval_path=", "--config.tensorboard=False"]
+  logged, stopped = [], []
+  for p, err in _two_processes(flags, skew_s=2.0):
     assert p.returncode == 0, err[-3000:]
+    logged.append(re.findall(r"step (\d+) \| loss [\d.]+ \| acc [\d.]+ \| lr (\S+) \| bs (\d+)", err))
     stopped.append(re.search(r"Stopped at step (\d+) \(budget\)", err).group(1))
+  assert logged[0] == logged[1] and len(logged[0]) >= 4, logged
+  assert {bs for _, _, bs in logged[0]} == {"16", "32"}  # the ramp ran, alike on both
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert stopped[0] == stopped[1] == str(summary["steps"]) and int(stopped[0]) % 2 == 0
-  assert summary["stop_reason"] == "budget" and summary["elapsed_s"] >= 8.0
+  # Process 1's clock, 2 s ahead, ended the budget: process 0's says it spent about 14 of the 16 s.
+  assert summary["stop_reason"] == "budget" and 13.0 <= summary["elapsed_s"] < 16.0
 
 
 def _dotted(config, key):
