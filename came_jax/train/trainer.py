@@ -432,8 +432,8 @@ class _Run:
     collective, and each process loads its rows of the batch the ramp sets), but each has its own clock and its
     own signals. So they agree at each log step, where the host syncs anyway, with one `process_allgather`: on a
     signal any of them received, and on the budget spent as the furthest clock says. Between log steps the budget
-    spent stays where they agreed: time-driven schedules move in steps of `log_every_steps`, and the budget is
-    honoured within that many steps.
+    spent stays where they agreed: time-driven schedules, checkpoint and evaluation intervals move in steps of
+    `log_every_steps`, and the budget is honoured within that many steps.
     """
     if self.process_count == 1:
       return signals.signum, self.clock.exhausted()
@@ -454,12 +454,15 @@ class _Run:
     pending, n_micro = None, 1  # the previous step's metrics, read once the next step is dispatched
     stop_reason = "max_steps"
     self._agreed: tuple[int, tuple[Optional[int], float]] = (-1, (None, 0.0))  # (step, (signal, budget spent))
+    # The budget spent, for time-driven decisions: this clock, or with several processes what they agreed on.
+    spent_s = lambda: clock.elapsed if self.process_count == 1 else self._agreed[1][1]
     self._since_elapsed, self._since_tokens = clock.elapsed, 0
     self._compiles0 = metrics_lib.compile_count()
     self._logs = 0
     self.pipeline_tokens_per_sec = input_pipeline.build_rate(self.train_iter)  # before the clock starts
-    last_ckpt = (self.step, clock.elapsed)
-    last_eval = clock.elapsed
+    self._stop(signals)  # with several processes, their first agreement, before any time-driven decision
+    last_ckpt = (self.step, spent_s())
+    last_eval = spent_s()
 
     clock.start()
     try:
@@ -491,17 +494,17 @@ class _Run:
         if self._stop(signals) != (None, False) or at_max():
           continue  # the final checkpoint follows the loop
         if (c.checkpoint.every_steps and self.step - last_ckpt[0] >= c.checkpoint.every_steps) or (
-          c.checkpoint.every_s and clock.elapsed - last_ckpt[1] >= c.checkpoint.every_s
+          c.checkpoint.every_s and spent_s() - last_ckpt[1] >= c.checkpoint.every_s
         ):
           self.check_finite(metrics)
           if int(metrics["nonfinite_consecutive"]) == 0:  # never checkpoint inside a non-finite streak
             self.save("interval")
-            last_ckpt = (self.step, clock.elapsed)
+            last_ckpt = (self.step, spent_s())
         if (c.eval.every_steps and self.step % c.eval.every_steps == 0) or (
-          c.eval.every_s and clock.elapsed - last_eval >= c.eval.every_s
+          c.eval.every_s and spent_s() - last_eval >= c.eval.every_s
         ):
           self.evaluate("interval")
-          last_eval = clock.elapsed
+          last_eval = spent_s()
     finally:
       clock.stop()
     if pending is not None:  # the last step: checked (nothing non-finite is checkpointed) and logged

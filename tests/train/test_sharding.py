@@ -270,15 +270,17 @@ def test_a_signal_to_one_process_stops_both_after_the_same_step(tiny_config, tmp
 
 def test_two_processes_take_time_driven_decisions_alike(tiny_config, tmp_path):
   """Each process has its own budget clock; here process 1's runs 2 s ahead of process 0's. The learning rate
-  (budget-cosine), the batch ramp and the budget stop follow the budget spent, so the processes agree on it at
-  each log step: both log the same rate and batch size at every step and stop after the same one (were one to stop
-  a step before the other, the other's next step would wait forever for its collectives)."""
+  (budget-cosine), the batch ramp, checkpoints every 4 s and the budget stop follow the budget spent, so the
+  processes agree on it at each log step: both log the same rate and batch size at every step, save the same
+  checkpoints and stop after the same step (were one to save or stop where the other does not, the other would
+  wait forever for its collectives)."""
   config = tiny_config("standin", **{"mesh.data": -1})
   flags = ["--config", "configs/gpt2.py:tiny", "--workdir", str(tmp_path)]
   for key in ("model.name", "data.path", "data.cache_dir", "data.prefetch", "tokenizer_path"):
     flags.append(f"--config.{key}={_dotted(config, key)}")
   flags += ["--config.max_steps=0", "--config.budget=16s", "--config.log_every_steps=2", "--config.mesh.data=-1"]
-  flags += ["--config.batch_ramp=0.5", "--config.data.eval_path=", "--config.tensorboard=False"]
+  flags += ["--config.batch_ramp=0.5", "--config.checkpoint.every_s=4", "--config.checkpoint.max_to_keep=10"]
+  flags += ["--config.data.eval_path=", "--config.tensorboard=False"]
   logged, stopped = [], []
   for p, err in _two_processes(flags, skew_s=2.0):
     assert p.returncode == 0, err[-3000:]
@@ -288,6 +290,7 @@ def test_two_processes_take_time_driven_decisions_alike(tiny_config, tmp_path):
   assert {bs for _, _, bs in logged[0]} == {"16", "32"}  # the ramp ran, alike on both
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert stopped[0] == stopped[1] == str(summary["steps"]) and int(stopped[0]) % 2 == 0
+  assert len(os.listdir(tmp_path / "checkpoints")) >= 3  # two or more interval checkpoints, and the final one
   # Process 1's clock, 2 s ahead, ended the budget: process 0's says it spent about 14 of the 16 s.
   assert summary["stop_reason"] == "budget" and 13.0 <= summary["elapsed_s"] < 16.0
 
