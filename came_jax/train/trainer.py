@@ -158,20 +158,12 @@ def finished_summary(workdir: str, config: ml_collections.ConfigDict, budget_s: 
       summary = json.load(f)
   except (OSError, ValueError):
     return None
-  if summary.get("stop_reason") not in FINISHED or summary.get("steps") != _newest_checkpoint(workdir):
+  newest = max(pretrained.checkpoint_steps(workdir), default=None)
+  if summary.get("stop_reason") not in FINISHED or summary.get("steps") != newest:
     return None
   more_steps = not config.max_steps or summary["steps"] < config.max_steps
   more_time = summary.get("elapsed_s", 0.0) < budget_s
   return None if more_steps and more_time else summary
-
-
-def _newest_checkpoint(workdir: str) -> Optional[int]:
-  """The highest step under `WORKDIR/checkpoints` (orbax's step directories), without opening any."""
-  try:
-    steps = [int(name) for name in os.listdir(os.path.join(workdir, "checkpoints")) if name.isdigit()]
-  except OSError:
-    return None
-  return max(steps, default=None)
 
 
 class _Run:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -229,10 +230,7 @@ def test_resume_drops_rows_past_the_restored_step(tiny_config, tmp_path):
   config = tiny_config("standin", max_steps=6, **{"checkpoint.every_steps": 3, "eval.every_steps": 2})
   trainer.train_and_evaluate(config, str(tmp_path))
   straight = {r["step"]: r["loss"] for r in _train_rows(tmp_path)}
-  for name in ("summary.json",):
-    (tmp_path / name).unlink()
-  import shutil  # pylint: disable=import-outside-toplevel
-
+  (tmp_path / "summary.json").unlink()
   shutil.rmtree(tmp_path / "checkpoints" / "6")
   with open(tmp_path / "metrics.jsonl", "a") as f:
     f.write('{"step": 7, "split": "tra')  # a row cut short by the kill
